@@ -1,0 +1,82 @@
+"""mge-plugins core: Multiscale Gradient Estimation and Full-Multiscale training.
+
+Host-agnostic (PyTorch and NumPy only). The DeepInverse and MONAI adapters live in the
+``mge_deepinv`` and ``mge_monai`` packages.
+"""
+
+from __future__ import annotations
+
+from .batching import SPLIT_MODES, batch_size_of, required_batch_size, slice_batch, split_batch
+from .config import MGEConfig, default_growth
+from .cost import (
+    CostMeter,
+    StepCost,
+    count_flops,
+    measure_level_flops,
+    pixel_fraction,
+    step_flops,
+    step_work_units,
+)
+from .coupling import CoupledRandomness, restricted_randn
+from .estimator import LevelLoss, MGEStepStats, mge_backward
+from .restriction import RESTRICTION_METHODS, Restrict, check_level_sizes, level_shape, restrict
+from .schedule import FullMultiscaleSchedule, Stage, halving_split
+from .step import mge_step, restrict_batch
+from .strategies import (
+    ENTRY_POINT_GROUP,
+    FullMultiscaleStrategy,
+    MGEStrategy,
+    SingleScaleStrategy,
+    StepPlan,
+    Strategy,
+    StrategyOptions,
+    available_strategies,
+    build_strategy,
+    get_strategy,
+    register_strategy,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "RESTRICTION_METHODS",
+    "SPLIT_MODES",
+    "CostMeter",
+    "CoupledRandomness",
+    "FullMultiscaleSchedule",
+    "FullMultiscaleStrategy",
+    "LevelLoss",
+    "MGEConfig",
+    "MGEStepStats",
+    "MGEStrategy",
+    "Restrict",
+    "SingleScaleStrategy",
+    "Stage",
+    "StepCost",
+    "StepPlan",
+    "Strategy",
+    "StrategyOptions",
+    "available_strategies",
+    "batch_size_of",
+    "build_strategy",
+    "check_level_sizes",
+    "count_flops",
+    "default_growth",
+    "get_strategy",
+    "halving_split",
+    "level_shape",
+    "measure_level_flops",
+    "mge_backward",
+    "mge_step",
+    "pixel_fraction",
+    "register_strategy",
+    "required_batch_size",
+    "restrict",
+    "restrict_batch",
+    "restricted_randn",
+    "slice_batch",
+    "split_batch",
+    "step_flops",
+    "step_work_units",
+]

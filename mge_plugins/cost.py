@@ -1,0 +1,208 @@
+"""Cost accounting: FLOPs and fine-equivalent work units per level, per step and per run.
+
+Two units are kept side by side:
+
+- **work units**: fine-equivalent samples, ``sum_k N_k * pixels_k / pixels_0``. Exact, free to
+  compute, and independent of the network.
+- **FLOPs** of forward + backward, measured once per level with
+  :class:`torch.utils.flop_counter.FlopCounterMode` on a small batch (convolutional networks
+  cost FLOPs linear in batch size and pixel count, so one measurement per level is exact).
+
+:class:`CostMeter` accumulates both over a run, next to what single-scale training with the
+finest batch size would have spent for the same number of optimizer steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from .batching import batch_size_of
+
+__all__ = [
+    "CostMeter",
+    "StepCost",
+    "count_flops",
+    "measure_level_flops",
+    "pixel_fraction",
+    "step_flops",
+    "step_work_units",
+]
+
+
+def pixel_fraction(level: int, spatial_dims: int) -> float:
+    """Pixels (voxels) at ``level`` as a fraction of the finest level: ``2**(-d * level)``."""
+    return 2.0 ** (-spatial_dims * level)
+
+
+def _term_levels(batch_sizes: Sequence[int], base_level: int) -> list[tuple[int, tuple[int, ...]]]:
+    """``(N_k, levels evaluated by term k)`` for each term of an MGE step."""
+    last = len(batch_sizes) - 1
+    return [
+        (int(n), (base_level + k,) if k == last else (base_level + k, base_level + k + 1))
+        for k, n in enumerate(batch_sizes)
+    ]
+
+
+def step_work_units(batch_sizes: Sequence[int], *, base_level: int = 0, spatial_dims: int = 2) -> float:
+    """Fine-equivalent samples processed by one MGE step.
+
+    Term ``k < K`` evaluates ``N_k`` samples at levels ``k`` and ``k + 1``; term ``K`` evaluates
+    ``N_K`` samples at level ``K`` (all offset by ``base_level``).
+    """
+    return sum(
+        n * sum(pixel_fraction(lv, spatial_dims) for lv in levels)
+        for n, levels in _term_levels(batch_sizes, base_level)
+    )
+
+
+def step_flops(batch_sizes: Sequence[int], flops_per_sample: Sequence[float], *, base_level: int = 0) -> float:
+    """Forward + backward FLOPs of one MGE step from per-sample FLOPs per absolute level."""
+    terms = _term_levels(batch_sizes, base_level)
+    deepest = max(max(levels) for _, levels in terms)
+    if deepest >= len(flops_per_sample):
+        raise ValueError(
+            f"flops_per_sample covers levels 0..{len(flops_per_sample) - 1} but the step reaches "
+            f"level {deepest}; measure the FLOPs for levels 0..{deepest}"
+        )
+    return float(sum(n * sum(flops_per_sample[lv] for lv in levels) for n, levels in terms))
+
+
+def count_flops(fn: Callable[[], Any]) -> int:
+    """FLOPs counted by :class:`~torch.utils.flop_counter.FlopCounterMode` while ``fn()`` runs."""
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+def measure_level_flops(
+    level_loss: Callable[[Any, int], torch.Tensor],
+    batch: Any,
+    levels: int,
+    parameters: Iterable[torch.Tensor],
+) -> tuple[float, ...]:
+    """Forward + backward FLOPs per sample of ``level_loss`` at levels ``0..levels``.
+
+    The backward is taken with :func:`torch.autograd.grad`, so the parameters' ``.grad`` are left
+    untouched. Use a batch of one or a few samples: the result is divided by its size.
+
+    Args:
+        level_loss: ``level_loss(batch, level) -> scalar`` as given to :func:`mge_backward`.
+        batch: a small batch.
+        levels: deepest level to measure.
+        parameters: the trainable parameters the loss depends on.
+
+    Returns:
+        Per-sample FLOPs, indexed by level.
+    """
+    params = [p for p in parameters if p.requires_grad]
+    if not params:
+        raise ValueError("measure_level_flops needs at least one parameter that requires grad")
+    n = batch_size_of(batch)
+
+    def run(level: int) -> None:
+        loss = level_loss(batch, level)
+        torch.autograd.grad(loss, params, allow_unused=True)
+
+    return tuple(count_flops(lambda lv=lv: run(lv)) / n for lv in range(levels + 1))
+
+
+@dataclass(frozen=True)
+class StepCost:
+    """What one optimizer step spent.
+
+    Attributes:
+        work_units: fine-equivalent samples.
+        flops: forward + backward FLOPs, or ``None`` when per-level FLOPs were not measured.
+    """
+
+    work_units: float
+    flops: float | None = None
+
+
+class CostMeter:
+    """Accumulates the cost of a run and of its single-scale equivalent.
+
+    The single-scale equivalent of a step is ``baseline_batch_size`` samples at the finest level:
+    what plain training with the finest batch size spends per optimizer step.
+
+    Args:
+        spatial_dims: 2 or 3.
+        baseline_batch_size: batch size of the single-scale reference.
+        flops_per_sample: per-sample FLOPs per level (see :func:`measure_level_flops`), or
+            ``None`` to count work units only.
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int = 2,
+        baseline_batch_size: int = 1,
+        flops_per_sample: Sequence[float] | None = None,
+    ) -> None:
+        self.spatial_dims = spatial_dims
+        self.baseline_batch_size = baseline_batch_size
+        self.flops_per_sample = tuple(flops_per_sample) if flops_per_sample is not None else None
+        self.steps = 0
+        self.work_units = 0.0
+        self.flops = 0.0
+
+    def step_cost(self, batch_sizes: Sequence[int], base_level: int = 0) -> StepCost:
+        """Cost of one step with these per-term batch sizes, without recording it."""
+        work = step_work_units(batch_sizes, base_level=base_level, spatial_dims=self.spatial_dims)
+        flops = (
+            step_flops(batch_sizes, self.flops_per_sample, base_level=base_level)
+            if self.flops_per_sample is not None
+            else None
+        )
+        return StepCost(work, flops)
+
+    def add(self, batch_sizes: Sequence[int], base_level: int = 0) -> StepCost:
+        """Record one optimizer step and return its cost."""
+        cost = self.step_cost(batch_sizes, base_level)
+        self.steps += 1
+        self.work_units += cost.work_units
+        if cost.flops is not None:
+            self.flops += cost.flops
+        return cost
+
+    @property
+    def baseline_work_units(self) -> float:
+        """Work units single-scale training would have spent for the same number of steps."""
+        return float(self.steps * self.baseline_batch_size)
+
+    @property
+    def baseline_flops(self) -> float | None:
+        """FLOPs single-scale training would have spent for the same number of steps."""
+        if self.flops_per_sample is None:
+            return None
+        return self.steps * self.baseline_batch_size * self.flops_per_sample[0]
+
+    @property
+    def saving(self) -> float | None:
+        """Single-scale work divided by the work spent (``> 1`` means cheaper)."""
+        return self.baseline_work_units / self.work_units if self.work_units else None
+
+    def summary(self) -> dict[str, float | int | None]:
+        """Plain-data summary for logs and tables."""
+        return {
+            "steps": self.steps,
+            "work_units": self.work_units,
+            "flops": self.flops if self.flops_per_sample is not None else None,
+            "baseline_work_units": self.baseline_work_units,
+            "baseline_flops": self.baseline_flops,
+            "saving": self.saving,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        """Counters to save in a checkpoint."""
+        return {"steps": self.steps, "work_units": self.work_units, "flops": self.flops}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore counters saved by :meth:`state_dict`."""
+        self.steps = int(state["steps"])
+        self.work_units = float(state["work_units"])
+        self.flops = float(state["flops"])

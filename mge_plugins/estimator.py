@@ -1,0 +1,190 @@
+r"""Multiscale Gradient Estimation: the fine-level gradient as a telescoping sum over levels.
+
+.. math::
+
+    \hat g = \overline{\nabla \ell_K}(B_K)
+        + \sum_{k<K} \overline{\nabla \ell_k - \nabla \ell_{k+1}}(B_k)
+
+Each difference term evaluates its batch at two adjacent levels with the same samples and the
+same random draws, so it is small and a small batch estimates it well; the coarse end takes the
+largest batch because it is the cheapest. The estimator is unbiased for the fine-level gradient
+whatever the coarse problems are, as long as level ``k`` is posed identically in the two terms
+that use it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .batching import _tensor_leaves, batch_size_of
+from .cost import StepCost, step_flops, step_work_units
+from .coupling import CoupledRandomness
+
+__all__ = ["LevelLoss", "MGEStepStats", "mge_backward"]
+
+LevelLoss = Callable[[Any, int], torch.Tensor]
+"""``level_loss(batch, level) -> scalar``: mean loss of ``batch`` posed at ``level`` (0 = finest)."""
+
+
+@dataclass(frozen=True)
+class MGEStepStats:
+    """What one MGE backward did.
+
+    Attributes:
+        term_values: value of each term, finest first (difference terms can be negative).
+        fine_loss: loss of term 0's batch at the step's finest level, the quantity the
+            estimator targets; log this, not the telescoped sum.
+        batch_sizes: per-term batch sizes.
+        base_level: level of the finest term.
+        cost: work units (and FLOPs when per-level FLOPs were given) of the step.
+    """
+
+    term_values: tuple[float, ...]
+    fine_loss: float
+    batch_sizes: tuple[int, ...]
+    base_level: int
+    cost: StepCost = field(default_factory=lambda: StepCost(0.0))
+
+    @property
+    def estimate(self) -> float:
+        """The telescoped loss estimate, ``sum(term_values)``."""
+        return float(sum(self.term_values))
+
+    @property
+    def levels(self) -> int:
+        """Number of coarser levels used below the finest, ``K``."""
+        return len(self.term_values) - 1
+
+
+def _infer_spatial_dims(batch: Any) -> int:
+    for tensor in _tensor_leaves(batch):
+        if tensor.dim() in (4, 5):
+            return tensor.dim() - 2
+    raise ValueError(
+        "cannot infer the number of spatial dimensions from the batch (no 4-D or 5-D tensor); "
+        "pass spatial_dims=2 or spatial_dims=3"
+    )
+
+
+def _as_scalar_term(value: torch.Tensor, level: int) -> torch.Tensor:
+    if not isinstance(value, torch.Tensor) or value.dim() != 0:
+        shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+        raise ValueError(
+            f"level_loss(batch, {level}) must return a scalar tensor (the mean loss of the batch), "
+            f"got {shape}; reduce it with .mean()"
+        )
+    if not value.requires_grad:
+        raise ValueError(
+            f"level_loss(batch, {level}) returned a tensor that does not require grad; compute it "
+            "from the model's output, outside torch.no_grad()"
+        )
+    # Differences of nearly equal half-precision losses lose their digits: subtract in >= float32.
+    return value.to(torch.promote_types(value.dtype, torch.float32))
+
+
+def mge_backward(
+    level_loss: LevelLoss,
+    batches: Sequence[Any],
+    *,
+    backward: Callable[[torch.Tensor], None] | None = None,
+    base_level: int = 0,
+    coupling: CoupledRandomness | bool = True,
+    spatial_dims: int | None = None,
+    flops_per_sample: Sequence[float] | None = None,
+) -> MGEStepStats:
+    """Accumulate the MGE gradient estimate into the parameters' ``.grad``, term by term.
+
+    Term ``k < K`` is ``level_loss(batches[k], L + k) - level_loss(batches[k], L + k + 1)`` and
+    term ``K`` is ``level_loss(batches[K], L + K)``, with ``L = base_level`` and
+    ``K = len(batches) - 1``. Each term is backpropagated before the next is built, so peak
+    memory is the largest term's, not the sum. Gradients are not zeroed here (do that before,
+    once per optimizer step) and no optimizer step is taken.
+
+    Args:
+        level_loss: ``level_loss(batch, level)`` returns the scalar mean loss of ``batch`` posed
+            at ``level``. The caller decides how a sample is posed (restrict ``x`` and ``y``, or
+            apply a coarse operator); the same call must define level ``k`` in every term.
+        batches: the ``K + 1`` per-term batches, finest first (see
+            :func:`~mge_plugins.split_batch`).
+        backward: called with each term instead of ``term.backward()`` (e.g.
+            ``lambda t: scaler.scale(t).backward()`` for AMP).
+        base_level: level of the finest term (Full-Multiscale stages run above level 0).
+        coupling: replay the random stream for the second half of every difference term
+            (``True``, default), a :class:`CoupledRandomness` that also replays the caller's own
+            generators, or ``False``.
+        spatial_dims: 2 or 3 for the work units; inferred from the first 4-D/5-D tensor.
+        flops_per_sample: per-sample FLOPs per absolute level, to report the step's FLOPs.
+
+    Returns:
+        :class:`MGEStepStats` with per-term values, the fine loss and the step's cost.
+
+    Raises:
+        ValueError: for an empty batch list, an empty batch, or a ``level_loss`` that does not
+            return a differentiable scalar.
+        FloatingPointError: when a term is not finite, naming the term and its levels. The
+            gradients accumulated so far are then invalid: zero them before the next step.
+
+    Example:
+        >>> from mge_plugins import restrict
+        >>> model = torch.nn.Conv2d(1, 1, 3, padding=1)
+        >>> x = torch.randn(8, 1, 16, 16)
+        >>> def level_loss(batch, level):
+        ...     xk = restrict(batch, level)
+        ...     return (model(xk) - xk).pow(2).mean()
+        >>> stats = mge_backward(level_loss, [x[:2], x[:8]])
+        >>> stats.batch_sizes
+        (2, 8)
+    """
+    if len(batches) == 0:
+        raise ValueError("batches is empty; give one batch per term (levels + 1 of them)")
+    sizes = tuple(batch_size_of(b) for b in batches)
+    if 0 in sizes:
+        raise ValueError(f"per-term batch sizes {list(sizes)} include an empty batch; every term needs samples")
+    if base_level < 0:
+        raise ValueError(f"base_level must be >= 0, got {base_level}")
+    if backward is None:
+        backward = torch.Tensor.backward
+    if coupling is True:
+        coupling = CoupledRandomness()
+    last = len(batches) - 1
+    values: list[torch.Tensor] = []
+    fine_loss: torch.Tensor | None = None
+    for k, batch in enumerate(batches):
+        level = base_level + k
+        if k < last:
+            if coupling:
+                coupling.capture()
+            fine = _as_scalar_term(level_loss(batch, level), level)
+            if coupling:
+                coupling.replay()
+            coarse = _as_scalar_term(level_loss(batch, level + 1), level + 1)
+            term = fine - coarse
+            del coarse
+        else:
+            fine = term = _as_scalar_term(level_loss(batch, level), level)
+        if k == 0:
+            fine_loss = fine.detach()
+        values.append(term.detach())
+        del fine
+        backward(term)
+        del term
+    assert fine_loss is not None
+    term_values = torch.stack(values).tolist()
+    for k, value in enumerate(term_values):
+        if not torch.isfinite(torch.tensor(value)):
+            lv = base_level + k
+            where = f"levels {lv} - {lv + 1}" if k < last else f"level {lv}"
+            raise FloatingPointError(
+                f"MGE term {k} ({where}) is {value}; the accumulated gradients are invalid, so zero "
+                "them and skip this optimizer step (lower the learning rate or check the data)"
+            )
+    dims = spatial_dims if spatial_dims is not None else _infer_spatial_dims(batches[0])
+    cost = StepCost(
+        step_work_units(sizes, base_level=base_level, spatial_dims=dims),
+        step_flops(sizes, flops_per_sample, base_level=base_level) if flops_per_sample is not None else None,
+    )
+    return MGEStepStats(tuple(term_values), float(fine_loss), sizes, base_level, cost)

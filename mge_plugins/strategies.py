@@ -1,0 +1,280 @@
+"""Training strategies by name: ``"single"``, ``"mge"``, ``"full-multiscale"`` and plug-ins.
+
+A strategy answers one question for a host, as plain data: at global step ``t``, at which level
+does the step start and which per-term batch sizes does it use (:class:`StepPlan`). It is a pure
+function of the step, so checkpoints only need the step.
+
+Third-party packages add strategies through the entry-point group ``mge_plugins.strategies``;
+each entry point names a factory ``factory(options: StrategyOptions) -> Strategy``::
+
+    [project.entry-points."mge_plugins.strategies"]
+    my-strategy = "my_package.strategies:make_my_strategy"
+"""
+
+from __future__ import annotations
+
+import difflib
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from importlib.metadata import entry_points
+from typing import Any
+
+from .config import MGEConfig
+from .schedule import FullMultiscaleSchedule
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "FullMultiscaleStrategy",
+    "MGEStrategy",
+    "SingleScaleStrategy",
+    "StepPlan",
+    "Strategy",
+    "StrategyOptions",
+    "available_strategies",
+    "build_strategy",
+    "get_strategy",
+    "register_strategy",
+]
+
+ENTRY_POINT_GROUP = "mge_plugins.strategies"
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """What one optimizer step does.
+
+    Attributes:
+        level: level of the finest term (0 = full resolution).
+        batch_sizes: per-term batch sizes, finest first; ``len - 1`` levels below ``level``.
+        restriction: restriction method.
+        stage: Full-Multiscale stage index, or ``None``.
+    """
+
+    level: int
+    batch_sizes: tuple[int, ...]
+    restriction: str = "area"
+    stage: int | None = None
+
+    @property
+    def levels_below(self) -> int:
+        """Number of MGE levels below :attr:`level`."""
+        return len(self.batch_sizes) - 1
+
+    @property
+    def coarsest_level(self) -> int:
+        """Deepest level the step evaluates."""
+        return self.level + self.levels_below
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data view for logs."""
+        data = asdict(self)
+        data["batch_sizes"] = list(self.batch_sizes)
+        return data
+
+
+class Strategy(ABC):
+    """A training strategy: the plan of every optimizer step, a pure function of the step."""
+
+    name: str = ""
+
+    @abstractmethod
+    def plan(self, step: int) -> StepPlan:
+        """Plan of global step ``step`` (0-based)."""
+
+    @property
+    def total_steps(self) -> int | None:
+        """Steps the strategy is built for, or ``None`` when the host decides."""
+        return None
+
+    @property
+    def coarsest_level(self) -> int:
+        """Deepest level any step reaches (to check image and network sizes up front)."""
+        return self.plan(0).coarsest_level
+
+    @property
+    def max_batch_sizes(self) -> tuple[int, ...]:
+        """Largest per-term batch sizes of any step."""
+        return self.plan(0).batch_sizes
+
+    def describe(self) -> dict[str, Any]:
+        """Plain-data description for logs."""
+        return {"strategy": self.name, "plan": self.plan(0).to_dict()}
+
+
+class SingleScaleStrategy(Strategy):
+    """Plain fine-level training, the baseline: one term of ``batch_size`` at level 0."""
+
+    name = "single"
+
+    def __init__(self, batch_size: int = 8, restriction: str = "area") -> None:
+        self.config = MGEConfig(levels=0, batch_size=batch_size, restriction=restriction)
+
+    def plan(self, step: int) -> StepPlan:
+        """The same plan at every step."""
+        return StepPlan(0, self.config.sizes, self.config.restriction)
+
+
+class MGEStrategy(Strategy):
+    """Multiscale Gradient Estimation at every step, with a fixed :class:`MGEConfig`."""
+
+    name = "mge"
+
+    def __init__(self, config: MGEConfig) -> None:
+        self.config = config
+
+    def plan(self, step: int) -> StepPlan:
+        """The same plan at every step."""
+        return StepPlan(0, self.config.sizes, self.config.restriction)
+
+
+class FullMultiscaleStrategy(Strategy):
+    """Coarse-to-fine stages with MGE inside each, driven by a :class:`FullMultiscaleSchedule`."""
+
+    name = "full-multiscale"
+
+    def __init__(self, schedule: FullMultiscaleSchedule) -> None:
+        self.schedule = schedule
+
+    def plan(self, step: int) -> StepPlan:
+        """The plan of the stage that ``step`` belongs to."""
+        stage = self.schedule.stage_at(step)
+        return StepPlan(stage.level, stage.batch_sizes, stage.mge.restriction, stage.index)
+
+    @property
+    def total_steps(self) -> int:
+        """Steps over all stages."""
+        return self.schedule.total_steps
+
+    @property
+    def coarsest_level(self) -> int:
+        """The first stage's level."""
+        return self.schedule.levels
+
+    @property
+    def max_batch_sizes(self) -> tuple[int, ...]:
+        """Per-term sizes of the stage that needs the largest loaded batch."""
+        return max((s.batch_sizes for s in self.schedule.stages), key=lambda sizes: (max(sizes), sum(sizes)))
+
+    def describe(self) -> dict[str, Any]:
+        """The schedule as plain data."""
+        return {"strategy": self.name, **self.schedule.to_dict()}
+
+
+@dataclass(frozen=True)
+class StrategyOptions:
+    """The options a host collects from its user, shared by every strategy factory.
+
+    Attributes:
+        levels: MGE levels below the finest (``"mge"``) or number of stages minus one
+            (``"full-multiscale"``); ignored by ``"single"``.
+        batch_size: finest batch size.
+        growth: batch growth per coarser level (default ``2**spatial_dims``).
+        batch_sizes: explicit per-term sizes for ``"mge"``.
+        restriction: restriction method.
+        spatial_dims: 2 or 3.
+        iterations: Full-Multiscale steps, total (split by halving) or per stage.
+        mge_levels: Full-Multiscale's cap on MGE levels inside a stage.
+    """
+
+    levels: int = 2
+    batch_size: int = 8
+    growth: float | None = None
+    batch_sizes: Sequence[int] | None = None
+    restriction: str = "area"
+    spatial_dims: int = 2
+    iterations: int | Sequence[int] = 3750
+    mge_levels: int | None = None
+
+
+StrategyFactory = Callable[[StrategyOptions], Strategy]
+
+
+def _single(options: StrategyOptions) -> Strategy:
+    return SingleScaleStrategy(options.batch_size, options.restriction)
+
+
+def _mge(options: StrategyOptions) -> Strategy:
+    return MGEStrategy(
+        MGEConfig(
+            levels=options.levels,
+            batch_size=options.batch_size,
+            growth=options.growth,
+            batch_sizes=options.batch_sizes,
+            restriction=options.restriction,
+            spatial_dims=options.spatial_dims,
+        )
+    )
+
+
+def _full_multiscale(options: StrategyOptions) -> Strategy:
+    return FullMultiscaleStrategy(
+        FullMultiscaleSchedule(
+            levels=options.levels,
+            iterations=options.iterations,
+            batch_size=options.batch_size,
+            growth=options.growth,
+            mge_levels=options.mge_levels,
+            restriction=options.restriction,
+            spatial_dims=options.spatial_dims,
+        )
+    )
+
+
+_REGISTRY: dict[str, StrategyFactory] = {
+    "single": _single,
+    "mge": _mge,
+    "full-multiscale": _full_multiscale,
+}
+
+
+def register_strategy(name: str, factory: StrategyFactory, *, overwrite: bool = False) -> None:
+    """Register ``factory`` under ``name`` for this process.
+
+    Raises:
+        ValueError: if ``name`` is taken and ``overwrite`` is false.
+    """
+    if name in _REGISTRY and not overwrite:
+        raise ValueError(f"a strategy named {name!r} is already registered; pass overwrite=True to replace it")
+    _REGISTRY[name] = factory
+
+
+def _entry_point_factories() -> dict[str, Any]:
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def available_strategies() -> tuple[str, ...]:
+    """Names of the built-in, registered and entry-point strategies."""
+    return tuple(sorted(set(_REGISTRY) | set(_entry_point_factories())))
+
+
+def get_strategy(name: str) -> StrategyFactory:
+    """The factory registered under ``name`` (built-in, registered, or from an entry point).
+
+    Raises:
+        ValueError: for an unknown name, listing the known ones and the closest match.
+    """
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    plugins = _entry_point_factories()
+    if name in plugins:
+        factory = plugins[name].load()
+        _REGISTRY[name] = factory
+        return factory
+    known = available_strategies()
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    raise ValueError(
+        f"unknown strategy {name!r}; known strategies: {', '.join(map(repr, known))}.{hint} "
+        f"Packages add strategies under the entry-point group {ENTRY_POINT_GROUP!r}."
+    )
+
+
+def build_strategy(name: str, **options: Any) -> Strategy:
+    """Build the strategy ``name`` from :class:`StrategyOptions` keyword arguments.
+
+    Example:
+        >>> build_strategy("mge", levels=2, batch_size=2).plan(0).batch_sizes
+        (2, 8, 32)
+    """
+    return get_strategy(name)(StrategyOptions(**options))

@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+from importlib.metadata import EntryPoint
+
+import pytest
+
+import mge_plugins.strategies as strategies_module
+from mge_plugins import (
+    MGEConfig,
+    SingleScaleStrategy,
+    StepPlan,
+    Strategy,
+    available_strategies,
+    build_strategy,
+    get_strategy,
+    register_strategy,
+)
+
+
+def test_default_growth_is_two_to_the_d() -> None:
+    assert MGEConfig(levels=2, batch_size=2).sizes == (2, 8, 32)
+    assert MGEConfig(levels=2, batch_size=1, spatial_dims=3).sizes == (1, 8, 64)
+    assert MGEConfig(levels=3, batch_size=2, growth=2).sizes == (2, 4, 8, 16)
+    assert MGEConfig(levels=1, batch_sizes=[3, 5]).sizes == (3, 5)
+    assert MGEConfig(levels=1, batch_sizes=[3, 5]).batch_size == 3
+    assert MGEConfig(levels=0, batch_size=5).num_terms == 1
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(levels=2, batch_sizes=[4, 8]), r"batch_sizes has 2 entries but levels=2 needs 3.*set levels=1"),
+        (dict(levels=1, batch_sizes=[4, 0]), "must be >= 1"),
+        (dict(growth=0.5), r"growth must be >= 1.*growth=1 for equal batches or leave it None for 4 in 2D"),
+        (dict(batch_size=0), "batch_size must be an integer >= 1"),
+        (dict(levels=-1), "levels must be an integer >= 0"),
+        (dict(restriction="bilinear"), "unknown restriction method 'bilinear'"),
+        (dict(spatial_dims=1), "spatial_dims must be 2"),
+    ],
+)
+def test_bad_configs(kwargs, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        MGEConfig(**kwargs)
+
+
+def test_builtin_strategies() -> None:
+    assert {"single", "mge", "full-multiscale"} <= set(available_strategies())
+    single = build_strategy("single", batch_size=6, levels=3)
+    assert single.plan(0) == single.plan(99) == StepPlan(0, (6,), "area")
+    mge = build_strategy("mge", levels=2, batch_size=2, restriction="nearest")
+    assert mge.plan(5) == StepPlan(0, (2, 8, 32), "nearest")
+    assert mge.coarsest_level == 2 and mge.total_steps is None
+    fms = build_strategy("full-multiscale", levels=2, batch_size=2, iterations=[4, 2, 1])
+    assert [fms.plan(t).level for t in range(8)] == [2, 2, 2, 2, 1, 1, 0, 0]
+    assert fms.plan(5) == StepPlan(1, (2, 8), "area", stage=1)
+    assert fms.total_steps == 7 and fms.coarsest_level == 2
+    assert fms.max_batch_sizes == (2, 8, 32)
+    assert fms.describe()["stages"][0]["level"] == 2
+
+
+def test_unknown_strategy_lists_known_names_and_suggests() -> None:
+    with pytest.raises(ValueError) as info:
+        get_strategy("full_multiscale")
+    msg = str(info.value)
+    assert "'full-multiscale', 'mge', 'single'" in msg
+    assert "Did you mean 'full-multiscale'?" in msg and "mge_plugins.strategies" in msg
+
+
+class EveryOtherStepCoarse(Strategy):
+    name = "alternate"
+
+    def plan(self, step: int) -> StepPlan:
+        return StepPlan(step % 2, (4,))
+
+
+def make_alternate(options) -> Strategy:
+    return EveryOtherStepCoarse()
+
+
+def test_entry_point_strategies_are_found(monkeypatch) -> None:
+    ep = EntryPoint(name="alternate", value=f"{__name__}:make_alternate", group="mge_plugins.strategies")
+    monkeypatch.setattr(
+        strategies_module, "entry_points", lambda group: [ep] if group == "mge_plugins.strategies" else []
+    )
+    monkeypatch.setattr(strategies_module, "_REGISTRY", dict(strategies_module._REGISTRY))
+    assert "alternate" in available_strategies()
+    assert build_strategy("alternate").plan(3) == StepPlan(1, (4,))
+
+
+def test_register_strategy(monkeypatch) -> None:
+    monkeypatch.setattr(strategies_module, "_REGISTRY", dict(strategies_module._REGISTRY))
+    register_strategy("tiny", lambda options: SingleScaleStrategy(1))
+    assert build_strategy("tiny").plan(0).batch_sizes == (1,)
+    with pytest.raises(ValueError, match="already registered; pass overwrite=True"):
+        register_strategy("mge", make_alternate)

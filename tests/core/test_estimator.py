@@ -1,0 +1,295 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mge_plugins import (
+    CoupledRandomness,
+    MGEConfig,
+    count_flops,
+    measure_level_flops,
+    mge_backward,
+    restrict,
+    restricted_randn,
+    split_batch,
+)
+
+from .nets import denoise_level_loss, flat_grad, small_net
+
+
+def fine_gradient(model, level_loss, batch) -> torch.Tensor:
+    model.zero_grad()
+    level_loss(batch, 0).backward()
+    return flat_grad(model).clone()
+
+
+@pytest.mark.parametrize("dims, shape, levels", [(2, (6, 1, 32, 32), 3), (3, (3, 1, 16, 16, 16), 2)])
+def test_same_batch_in_every_term_collapses_to_fine_gradient(dims, shape, levels) -> None:
+    model = small_net(dims, dtype=torch.float64)
+    x = torch.rand(shape, dtype=torch.float64)
+    batch = (x + 0.1 * torch.randn_like(x), x)
+    level_loss = denoise_level_loss(model)
+    expected = fine_gradient(model, level_loss, batch)
+    model.zero_grad()
+    stats = mge_backward(level_loss, [batch] * (levels + 1))
+    got = flat_grad(model)
+    rel = (got - expected).norm() / expected.norm()
+    assert rel < 1e-9, rel
+    # The telescoped value collapses too; the fine loss is term 0's first half.
+    assert stats.estimate == pytest.approx(level_loss(batch, 0).item(), rel=1e-12)
+    assert stats.fine_loss == pytest.approx(level_loss(batch, 0).item(), rel=1e-15)
+    assert stats.levels == levels
+
+
+def test_same_batch_identity_in_float32() -> None:
+    model = small_net(2)
+    x = torch.rand(4, 1, 32, 32)
+    batch = (x + 0.1 * torch.randn_like(x), x)
+    level_loss = denoise_level_loss(model)
+    expected = fine_gradient(model, level_loss, batch)
+    model.zero_grad()
+    mge_backward(level_loss, [batch] * 3)
+    assert (flat_grad(model) - expected).norm() / expected.norm() < 1e-5
+
+
+def test_independent_batches_are_unbiased_for_the_full_data_gradient() -> None:
+    torch.manual_seed(1)
+    model = small_net(2, dtype=torch.float64)
+    n_data, sizes, draws = 48, (2, 6, 12), 400
+    x = torch.rand(n_data, 1, 16, 16, dtype=torch.float64)
+    data = (x + 0.2 * torch.randn_like(x), x)
+    level_loss = denoise_level_loss(model)
+    target = fine_gradient(model, level_loss, data)
+
+    def draw(k: int):
+        idx = torch.randperm(n_data)[: sizes[k]]
+        return (data[0][idx], data[1][idx])
+
+    estimates, coarse_only = [], []
+    for _ in range(draws):
+        model.zero_grad()
+        mge_backward(level_loss, [draw(k) for k in range(len(sizes))])
+        estimates.append(flat_grad(model).clone())
+        model.zero_grad()
+        level_loss(draw(2), 2).backward()  # the coarsest term alone: a biased estimator
+        coarse_only.append(flat_grad(model).clone())
+    est, coarse = torch.stack(estimates), torch.stack(coarse_only)
+    # Tolerance: the mean of `draws` estimates lies within 4 standard errors (in norm) of its
+    # expectation: ||mean - target||^2 <= 16 * trace(Cov) / draws.
+    standard_error = (est.var(dim=0).sum() / draws).sqrt()
+    assert (est.mean(0) - target).norm() < 4 * standard_error
+    # The same test rejects the coarse-level gradient, so it has the power to fail.
+    coarse_se = (coarse.var(dim=0).sum() / draws).sqrt()
+    assert (coarse.mean(0) - target).norm() > 4 * coarse_se
+
+
+def test_zero_levels_is_plain_backward_bitwise() -> None:
+    model = small_net(2)
+    x = torch.rand(8, 1, 16, 16)
+    batch = (x + 0.1, x)
+    level_loss = denoise_level_loss(model)
+    expected = fine_gradient(model, level_loss, batch)
+    model.zero_grad()
+    stats = mge_backward(level_loss, [batch])
+    assert torch.equal(flat_grad(model), expected)
+    assert stats.term_values == (pytest.approx(stats.fine_loss),)
+
+
+def test_stats_and_work_units() -> None:
+    model = small_net(2)
+    x = torch.rand(32, 1, 32, 32)
+    level_loss = denoise_level_loss(model)
+    batches = split_batch((x + 0.1, x), MGEConfig(levels=2, batch_size=2).sizes)
+    stats = mge_backward(level_loss, batches)
+    assert stats.batch_sizes == (2, 8, 32)
+    # 2 * (1 + 1/4) + 8 * (1/4 + 1/16) + 32 / 16
+    assert stats.cost.work_units == pytest.approx(7.0)
+    assert stats.cost.flops is None
+    with torch.no_grad():
+        t0 = level_loss(batches[0], 0) - level_loss(batches[0], 1)
+        t2 = level_loss(batches[2], 2)
+    assert stats.term_values[0] == pytest.approx(t0.item(), rel=1e-5)
+    assert stats.term_values[2] == pytest.approx(t2.item(), rel=1e-5)
+
+
+def test_reported_flops_equal_counted_flops_of_the_step() -> None:
+    model = small_net(2, width=8)
+    x = torch.rand(16, 1, 32, 32)
+    level_loss = denoise_level_loss(model)
+    per_sample = measure_level_flops(level_loss, (x[:1] + 0.1, x[:1]), 2, model.parameters())
+    assert all(p.grad is None for p in model.parameters())  # probing leaves .grad alone
+    assert per_sample[0] == pytest.approx(4 * per_sample[1]) and per_sample[1] == pytest.approx(4 * per_sample[2])
+    batches = split_batch((x + 0.1, x), (1, 4, 16))
+    stats = None
+
+    def step() -> None:
+        nonlocal stats
+        stats = mge_backward(level_loss, batches, flops_per_sample=per_sample)
+
+    counted = count_flops(step)
+    assert stats.cost.flops == pytest.approx(counted, rel=1e-12)
+
+
+def test_backward_hook_receives_each_term_once() -> None:
+    model = small_net(2)
+    x = torch.rand(8, 1, 16, 16)
+    seen = []
+
+    def backward(term: torch.Tensor) -> None:
+        seen.append(term.detach().item())
+        (term * 2.0).backward()
+
+    stats = mge_backward(denoise_level_loss(model), [(x, x)] * 3, backward=backward)
+    assert seen == pytest.approx(list(stats.term_values))
+
+
+def test_base_level_offsets_every_term() -> None:
+    calls = []
+    w = torch.ones((), requires_grad=True)
+
+    def level_loss(batch, level):
+        calls.append(level)
+        return w * restrict(batch, level).mean()
+
+    stats = mge_backward(level_loss, [torch.rand(2, 1, 16, 16)] * 2, base_level=1)
+    assert calls == [1, 2, 2]
+    assert stats.base_level == 1
+    assert stats.cost.work_units == pytest.approx(2 * (1 / 4 + 1 / 16) + 2 / 16)
+
+
+class SavedTensorMeter:
+    """Bytes of tensors saved for backward that are alive, and their peak."""
+
+    def __init__(self) -> None:
+        self.live = 0
+        self.peak = 0
+
+    def pack(self, tensor: torch.Tensor):
+        meter, nbytes = self, tensor.numel() * tensor.element_size()
+
+        class Holder:
+            def __init__(self) -> None:
+                self.tensor = tensor
+                meter.live += nbytes
+                meter.peak = max(meter.peak, meter.live)
+
+            def __del__(self) -> None:
+                meter.live -= nbytes
+
+        return Holder()
+
+    @staticmethod
+    def unpack(holder):
+        return holder.tensor
+
+    def hooks(self):
+        return torch.autograd.graph.saved_tensors_hooks(self.pack, self.unpack)
+
+
+def test_term_by_term_backward_peaks_below_all_terms_at_once() -> None:
+    model = small_net(2, width=16)
+    x = torch.rand(32, 1, 64, 64)
+    level_loss = denoise_level_loss(model)
+    batches = split_batch((x + 0.1, x), (2, 8, 32))
+
+    sequential = SavedTensorMeter()
+    live_at_backward = []
+    with sequential.hooks():
+        mge_backward(level_loss, batches, backward=lambda t: (live_at_backward.append(sequential.live), t.backward()))
+    assert sequential.live == 0  # every graph freed
+
+    at_once = SavedTensorMeter()
+    with at_once.hooks():
+        total = sum(
+            (level_loss(b, k) - level_loss(b, k + 1)) if k < 2 else level_loss(b, k) for k, b in enumerate(batches)
+        )
+        total.backward()
+
+    single_term = []
+    for k, b in enumerate(batches):
+        meter = SavedTensorMeter()
+        with meter.hooks():
+            term = (level_loss(b, k) - level_loss(b, k + 1)) if k < 2 else level_loss(b, k)
+        single_term.append(meter.peak)
+        del term
+    # Each term's graph alone is alive when it is backpropagated ...
+    assert live_at_backward == single_term
+    # ... so the peak is the largest term's (terms cost 2.5, 2.5 and 2 fine-equivalents: < 40 %
+    # of the 7 held at once).
+    assert sequential.peak == max(single_term)
+    assert sequential.peak < 0.4 * at_once.peak
+
+
+def test_coupling_replays_the_random_stream_for_both_halves() -> None:
+    model = small_net(2)
+    x = torch.rand(4, 1, 32, 32)
+    noises = {}
+
+    def level_loss(batch, level):
+        noise = restricted_randn(batch.shape, level)
+        noises.setdefault(level, []).append(noise)
+        return (model(restrict(batch, level) + 0.1 * noise)).pow(2).mean()
+
+    mge_backward(level_loss, [x, x, x])
+    # Term 0 drew the same fine noise at levels 0 and 1; term 1 at levels 1 and 2.
+    assert torch.equal(noises[1][0], restrict(noises[0][0], 1))
+    assert torch.equal(noises[2][0], restrict(noises[1][1], 1))
+    # Different terms draw fresh noise.
+    assert not torch.equal(noises[1][0], noises[1][1])
+
+    noises.clear()
+    mge_backward(level_loss, [x, x], coupling=False)
+    assert not torch.equal(noises[1][0], restrict(noises[0][0], 1))
+
+
+def test_coupling_replays_a_callers_own_generator() -> None:
+    generator = torch.Generator().manual_seed(3)
+    w = torch.ones((), requires_grad=True)
+    draws = []
+
+    def level_loss(batch, level):
+        draws.append(torch.rand(3, generator=generator))
+        return w * batch.mean()
+
+    x = torch.rand(2, 1, 4, 4)
+    mge_backward(level_loss, [x, x], coupling=CoupledRandomness([generator]))
+    assert torch.equal(draws[0], draws[1])
+    draws.clear()
+    mge_backward(level_loss, [x, x])  # global streams only: the caller's generator moves on
+    assert not torch.equal(draws[0], draws[1])
+
+
+def test_replay_before_capture_is_an_error() -> None:
+    with pytest.raises(RuntimeError, match="before capture"):
+        CoupledRandomness().replay()
+
+
+def test_restricted_randn_has_the_coarse_noise_law() -> None:
+    noise = restricted_randn((8, 1, 128, 128), 2, dtype=torch.float64)
+    assert noise.shape == (8, 1, 32, 32)
+    assert noise.std().item() == pytest.approx(0.25, rel=0.03)
+
+
+def test_non_finite_term_names_term_and_levels() -> None:
+    w = torch.ones((), requires_grad=True)
+
+    def level_loss(batch, level):
+        return w * (batch.mean() if level < 2 else torch.tensor(float("nan")))
+
+    x = torch.rand(2, 1, 8, 8)
+    with pytest.raises(FloatingPointError, match=r"MGE term 1 \(levels 1 - 2\) is nan.*zero them"):
+        mge_backward(level_loss, [x, x, x])
+
+
+@pytest.mark.parametrize(
+    "level_loss, batches, match",
+    [
+        (lambda b, k: b.sum(), [], "batches is empty"),
+        (lambda b, k: b.sum(), [torch.zeros(2, 1, 4, 4), torch.zeros(0, 1, 4, 4)], "empty batch"),
+        (lambda b, k: b * 1.0, [torch.zeros(2, 1, 4, 4, requires_grad=True)], r"scalar tensor.*\.mean\(\)"),
+        (lambda b, k: b.sum(), [torch.zeros(2, 1, 4, 4)], "does not require grad"),
+    ],
+)
+def test_bad_estimator_inputs(level_loss, batches, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        mge_backward(level_loss, batches)
