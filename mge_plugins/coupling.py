@@ -78,6 +78,7 @@ def restricted_randn(
     level: int,
     *,
     method: str = "area",
+    keep_std: bool = False,
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
     generator: torch.Generator | None = None,
@@ -88,13 +89,29 @@ def restricted_randn(
         fine_shape: ``(B, C, H, W)`` or ``(B, C, D, H, W)`` of the finest grid.
         level: level to restrict to (0 returns the fine draw).
         method: restriction method.
+        keep_std: rescale so the noise keeps unit std per pixel at every level, i.e. the coarse
+            problem keeps the fine noise level. Without it, ``"area"`` lowers the std by
+            ``2**(d/2)`` per level (the law of the restricted fine measurement). Supported for
+            ``"area"`` and ``"nearest"``, whose restricted white noise stays white.
         dtype: dtype of the draw.
         device: device of the draw.
         generator: generator to draw from (default: PyTorch's global one).
 
     Returns:
         Tensor of shape ``fine_shape`` restricted ``level`` times. With ``"area"`` its std is
-        ``2**(-d * level / 2)``.
+        ``2**(-d * level / 2)``, or 1 with ``keep_std``.
+
+    Example:
+        >>> noise = restricted_randn((2, 1, 64, 64), 2, keep_std=True)
+        >>> noise.shape
+        torch.Size([2, 1, 16, 16])
     """
-    noise = torch.randn(tuple(fine_shape), dtype=dtype, device=device, generator=generator)
-    return restrict(noise, level, method)
+    noise = restrict(torch.randn(tuple(fine_shape), dtype=dtype, device=device, generator=generator), level, method)
+    if not keep_std or method == "nearest":
+        return noise
+    if method != "area":
+        raise ValueError(
+            f"keep_std=True needs a restriction that keeps white noise white ('area' or 'nearest'), "
+            f"got {method!r}; use method='area'"
+        )
+    return noise * 2.0 ** ((len(fine_shape) - 2) * level / 2)

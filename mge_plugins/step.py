@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -39,7 +39,7 @@ def mge_step(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    batch: Sequence[torch.Tensor],
+    batch: Any,
     config: MGEConfig | StepPlan,
     *,
     pose: Pose | None = None,
@@ -55,8 +55,9 @@ def mge_step(
         model: the network, called as ``model(input)``.
         optimizer: its optimizer.
         loss_fn: ``loss_fn(prediction, target) -> scalar`` (e.g. ``nn.MSELoss()``).
-        batch: one loaded ``(input, target)`` batch at the finest resolution, large enough for
-            the split (see :func:`~mge_plugins.required_batch_size`).
+        batch: one loaded batch at the finest resolution, large enough for the split (see
+            :func:`~mge_plugins.required_batch_size`): an ``(input, target)`` pair for the default
+            ``pose``, anything ``pose`` understands otherwise.
         config: an :class:`MGEConfig` (steps start at level 0) or a strategy's
             :class:`StepPlan` (Full-Multiscale stages start at ``plan.level``).
         pose: ``pose(batch, level) -> (input, target)`` posing a per-term batch at ``level``;

@@ -293,3 +293,20 @@ def test_non_finite_term_names_term_and_levels() -> None:
 def test_bad_estimator_inputs(level_loss, batches, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         mge_backward(level_loss, batches)
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_restricted_randn_keep_std_keeps_unit_std_and_the_coupling(dims: int) -> None:
+    shape = (4, 1, 64, 64) if dims == 2 else (2, 1, 32, 32, 32)
+    torch.manual_seed(5)
+    kept = restricted_randn(shape, 2, keep_std=True, dtype=torch.float64)
+    torch.manual_seed(5)
+    plain = restricted_randn(shape, 2, dtype=torch.float64)
+    assert kept.std().item() == pytest.approx(1.0, rel=0.06)
+    # Same draw, rescaled: the two halves of a term stay exactly coupled.
+    torch.testing.assert_close(kept, plain * 2.0**dims, rtol=1e-14, atol=0)
+
+
+def test_restricted_randn_keep_std_refuses_antialias() -> None:
+    with pytest.raises(ValueError, match="use method='area'"):
+        restricted_randn((1, 1, 8, 8), 1, method="antialias", keep_std=True)
