@@ -21,6 +21,7 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from .config import MGEConfig
+from .restriction import check_level_sizes
 from .schedule import FullMultiscaleSchedule
 
 __all__ = [
@@ -96,6 +97,19 @@ class Strategy(ABC):
     def max_batch_sizes(self) -> tuple[int, ...]:
         """Largest per-term batch sizes of any step."""
         return self.plan(0).batch_sizes
+
+    def check_image_size(self, spatial_shape: Sequence[int], multiple: int = 1) -> None:
+        """Fail up front if images of ``spatial_shape`` cannot reach :attr:`coarsest_level`.
+
+        Args:
+            spatial_shape: fine spatial shape, ``(H, W)`` or ``(D, H, W)``.
+            multiple: divisor the network needs at every level (e.g. ``2**3`` for a U-Net with
+                3 downsamplings).
+
+        Raises:
+            ValueError: naming the size, the level that breaks and the nearest valid sizes.
+        """
+        check_level_sizes(spatial_shape, self.coarsest_level, multiple=multiple)
 
     def describe(self) -> dict[str, Any]:
         """Plain-data description for logs."""

@@ -93,3 +93,11 @@ def test_register_strategy(monkeypatch) -> None:
     assert build_strategy("tiny").plan(0).batch_sizes == (1,)
     with pytest.raises(ValueError, match="already registered; pass overwrite=True"):
         register_strategy("mge", make_alternate)
+
+
+def test_strategy_checks_image_size_against_its_coarsest_level() -> None:
+    fms = build_strategy("full-multiscale", levels=3, iterations=15)
+    fms.check_image_size((128, 64), multiple=8)
+    with pytest.raises(ValueError, match=r"80 \(axis W\) gives side 20 at level 2.*64 or 96.*levels <= 1"):
+        fms.check_image_size((128, 80), multiple=8)
+    build_strategy("single").check_image_size((81, 81))
