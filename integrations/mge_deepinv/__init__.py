@@ -1,5 +1,27 @@
-"""mge-plugins adapter for DeepInverse (in development; the core lives in :mod:`mge_plugins`)."""
+"""mge-plugins for DeepInverse: Multiscale Gradient Estimation and Full-Multiscale training.
+
+The adapter's physics layer poses any supported ``deepinv.physics`` operator at a coarse level
+(:func:`coarsen_physics`), with noise drawn at the fine grid so the levels stay coupled.
+"""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from .physics import (
+    NOISE_MODES,
+    LevelGaussianNoise,
+    NoCoarseRecipeError,
+    coarsen_filter,
+    coarsen_noise,
+    coarsen_physics,
+    register_coarsening,
+)
+
+__all__ = [
+    "NOISE_MODES",
+    "LevelGaussianNoise",
+    "NoCoarseRecipeError",
+    "coarsen_filter",
+    "coarsen_noise",
+    "coarsen_physics",
+    "register_coarsening",
+]

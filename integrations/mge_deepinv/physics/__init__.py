@@ -1,0 +1,17 @@
+"""Level-aware DeepInverse physics: coarse operators, filters and coupled noise."""
+
+from __future__ import annotations
+
+from .coarsen import NOISE_MODES, NoCoarseRecipeError, coarsen_noise, coarsen_physics, register_coarsening
+from .filters import coarsen_filter
+from .noise import LevelGaussianNoise
+
+__all__ = [
+    "NOISE_MODES",
+    "LevelGaussianNoise",
+    "NoCoarseRecipeError",
+    "coarsen_filter",
+    "coarsen_noise",
+    "coarsen_physics",
+    "register_coarsening",
+]

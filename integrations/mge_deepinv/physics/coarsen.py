@@ -1,0 +1,197 @@
+"""Build the level-``k`` version of a DeepInverse physics operator.
+
+The coarse operator is a new object: the trainer's own physics is never mutated. Recipes (for
+area restriction ``R``, so that ``R(A x) ~ A_k(R x)``):
+
+========================  ==============================================================
+operator                  level-``k`` version
+========================  ==============================================================
+``Denoising``             same, with the coarse noise model
+``Blur``                  filter coarsened by :func:`coarsen_filter` (per-sample filters too)
+``BlurFFT``               rebuilt for the level's image size with the coarsened filter
+``Inpainting``            restricted (soft) mask: the fraction of each coarse pixel observed
+``Downsampling``          same factor, anti-alias filter coarsened with a ``(f - 1) / 4``
+                          coarse-pixel shift (the two grids' samples are offset)
+========================  ==============================================================
+
+Noise: ``GaussianNoise`` becomes :class:`LevelGaussianNoise` (drawn at the fine grid and
+restricted, so the levels stay coupled); ``PoissonNoise`` keeps or restricts its gain;
+``ZeroNoise`` stays. ``noise="keep"`` keeps the fine noise level per pixel (the coarse stages of
+Full-Multiscale then train the task the fine stage needs); ``noise="restrict"`` uses the law of
+the restricted fine measurement (``sigma / 2**(d/2)`` and ``gain / 2**d`` per level).
+
+Register a recipe for another operator with :func:`register_coarsening`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+import deepinv.physics as dp
+import torch
+
+from mge_plugins import restrict
+
+from .filters import coarsen_filter
+from .noise import LevelGaussianNoise
+
+__all__ = ["NOISE_MODES", "NoCoarseRecipeError", "coarsen_noise", "coarsen_physics", "register_coarsening"]
+
+NOISE_MODES = ("keep", "restrict")
+
+P = TypeVar("P", bound=dp.Physics)
+Recipe = Callable[[dp.Physics, int, dp.NoiseModel], dp.Physics]
+_RECIPES: dict[type, Recipe] = {}
+
+
+class NoCoarseRecipeError(TypeError):
+    """Raised when no coarse version of a physics operator or noise model is known."""
+
+
+def register_coarsening(cls: type[P]) -> Callable[[Recipe], Recipe]:
+    """Register ``recipe(physics, level, coarse_noise) -> physics`` for ``cls`` and subclasses.
+
+    :param type cls: the physics class the recipe handles.
+    """
+
+    def decorator(recipe: Recipe) -> Recipe:
+        _RECIPES[cls] = recipe
+        return recipe
+
+    return decorator
+
+
+def _find_recipe(physics: dp.Physics) -> Recipe | None:
+    for cls in type(physics).__mro__:
+        if cls in _RECIPES:
+            return _RECIPES[cls]
+    return None
+
+
+def coarsen_noise(noise_model: dp.NoiseModel, level: int, noise: str = "keep", spatial_dims: int = 2) -> dp.NoiseModel:
+    """The noise model at ``level``.
+
+    :param deepinv.physics.NoiseModel noise_model: the fine noise model.
+    :param int level: target level.
+    :param str noise: ``"keep"`` the per-pixel noise level or ``"restrict"`` it.
+    :param int spatial_dims: 2 or 3.
+    :raises NoCoarseRecipeError: for a noise model without a recipe.
+    """
+    if noise not in NOISE_MODES:
+        raise ValueError(f"noise must be one of {NOISE_MODES}, got {noise!r}")
+    if isinstance(noise_model, LevelGaussianNoise):
+        return LevelGaussianNoise(noise_model.fine_sigma, level, noise == "keep", noise_model.rng)
+    if isinstance(noise_model, dp.GaussianNoise):
+        return LevelGaussianNoise(noise_model.sigma, level, noise == "keep", noise_model.rng)
+    if isinstance(noise_model, dp.PoissonNoise):
+        gain = noise_model.gain if noise == "keep" else noise_model.gain * 2.0 ** (-spatial_dims * level)
+        return dp.PoissonNoise(gain, bool(noise_model.normalize), noise_model.clip_positive, noise_model.rng)
+    if isinstance(noise_model, dp.ZeroNoise) or noise_model is None:
+        return dp.ZeroNoise()
+    raise NoCoarseRecipeError(
+        f"no coarse recipe for the noise model {type(noise_model).__name__}; use coarse_mode='restrict' or "
+        "register a recipe with mge_deepinv.register_coarsening"
+    )
+
+
+def _image_size(physics: dp.Physics, attribute: str, level: int) -> tuple[int, ...]:
+    size = tuple(getattr(physics, attribute))
+    spatial = [s // 2**level for s in size[1:]]
+    if any(s * 2**level != t for s, t in zip(spatial, size[1:])):
+        raise ValueError(
+            f"{type(physics).__name__} has img_size {size}, which 2**{level} does not divide; use sizes divisible "
+            f"by {2**level} or fewer levels"
+        )
+    return (size[0], *spatial)
+
+
+def coarsen_physics(physics: dp.Physics, level: int, *, noise: str = "keep", spatial_dims: int = 2) -> dp.Physics:
+    """A new operator posing the problem of ``physics`` at ``level`` (0 = a coupled copy).
+
+    :param deepinv.physics.Physics physics: the fine operator (left untouched).
+    :param int level: target level.
+    :param str noise: ``"keep"`` the per-pixel noise level (default) or ``"restrict"`` it.
+    :param int spatial_dims: 2 or 3.
+    :raises NoCoarseRecipeError: when the operator or its noise model has no recipe.
+
+    |sep|
+
+    :Examples:
+
+        >>> import deepinv as dinv
+        >>> from mge_deepinv import coarsen_physics
+        >>> fine = dinv.physics.Denoising(dinv.physics.GaussianNoise(0.2))
+        >>> coarse = coarsen_physics(fine, 2, noise="restrict")
+        >>> round(float(coarse.noise_model.sigma), 4)
+        0.05
+    """
+    recipe = _find_recipe(physics)
+    if recipe is None:
+        raise NoCoarseRecipeError(
+            f"no coarse recipe for {type(physics).__name__}; use coarse_mode='restrict' (works for any operator) "
+            "or register one with mge_deepinv.register_coarsening"
+        )
+    return recipe(physics, level, coarsen_noise(physics.noise_model, level, noise, spatial_dims))
+
+
+@register_coarsening(dp.Denoising)
+def _denoising(physics: dp.Denoising, level: int, noise_model: dp.NoiseModel) -> dp.Physics:
+    return dp.Denoising(noise_model=noise_model, device=_device(physics))
+
+
+@register_coarsening(dp.Blur)
+def _blur(physics: dp.Blur, level: int, noise_model: dp.NoiseModel) -> dp.Physics:
+    return dp.Blur(
+        filter=coarsen_filter(physics.filter, level),
+        padding=physics.padding,
+        use_fft=physics.use_fft,
+        noise_model=noise_model,
+        device=_device(physics),
+    )
+
+
+@register_coarsening(dp.BlurFFT)
+def _blur_fft(physics: dp.BlurFFT, level: int, noise_model: dp.NoiseModel) -> dp.Physics:
+    return dp.BlurFFT(
+        img_size=_image_size(physics, "img_size", level),
+        filter=coarsen_filter(physics.filter, level),
+        noise_model=noise_model,
+        device=_device(physics),
+    )
+
+
+@register_coarsening(dp.Inpainting)
+def _inpainting(physics: dp.Inpainting, level: int, noise_model: dp.NoiseModel) -> dp.Physics:
+    mask = physics.mask
+    if mask.dim() == len(physics.img_size):
+        mask = mask[None]
+    return dp.Inpainting(
+        img_size=_image_size(physics, "img_size", level),
+        mask=restrict(mask.to(torch.get_default_dtype()), level),
+        noise_model=noise_model,
+        device=_device(physics),
+    )
+
+
+@register_coarsening(dp.Downsampling)
+def _downsampling(physics: dp.Downsampling, level: int, noise_model: dp.NoiseModel) -> dp.Physics:
+    factor = int(physics.factor)
+    fine_filter = physics.filter
+    if fine_filter is None:  # bare decimation: a delta, shifted on the coarse grids
+        fine_filter = torch.ones((1, 1, 1, 1), device=_device(physics))
+    img_size = None if physics.imsize is None else _image_size(physics, "imsize", level)
+    return dp.Downsampling(
+        img_size=img_size,
+        filter=coarsen_filter(fine_filter, level, shift=(factor - 1) / 4),
+        factor=factor,
+        padding=physics.padding,
+        noise_model=noise_model,
+        device=_device(physics),
+    )
+
+
+def _device(physics: dp.Physics) -> torch.device:
+    for tensor in list(physics.buffers()) + list(physics.parameters()):
+        return tensor.device
+    return torch.device("cpu")
