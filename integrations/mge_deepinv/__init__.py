@@ -1,5 +1,7 @@
 """mge-plugins for DeepInverse: Multiscale Gradient Estimation and Full-Multiscale training.
 
+Swap ``dinv.Trainer(`` for :class:`MultiscaleTrainer` ``(`` to train with MGE or Full-Multiscale.
+
 The adapter's physics layer poses any supported ``deepinv.physics`` operator at a coarse level
 (:func:`coarsen_physics`), with noise drawn at the fine grid so the levels stay coupled.
 """
@@ -15,10 +17,14 @@ from .physics import (
     coarsen_physics,
     register_coarsening,
 )
+from .training import COARSE_MODES, LevelPoser, MultiscaleTrainer
 
 __all__ = [
+    "COARSE_MODES",
     "NOISE_MODES",
     "LevelGaussianNoise",
+    "LevelPoser",
+    "MultiscaleTrainer",
     "NoCoarseRecipeError",
     "coarsen_filter",
     "coarsen_noise",

@@ -1,0 +1,139 @@
+"""Posing a DeepInverse training batch at a level: data, physics and losses."""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import deepinv.physics as dp
+import torch
+from deepinv.loss import Loss, R2RLoss, SplittingLoss, SureGaussianLoss
+
+from mge_plugins import restrict
+
+from ..physics import NoCoarseRecipeError, coarsen_physics
+
+__all__ = ["COARSE_MODES", "LevelPoser", "check_losses", "slice_physics"]
+
+COARSE_MODES = ("auto", "physics", "restrict")
+
+
+def check_losses(losses: list[Loss]) -> None:
+    """Fail up front for losses that cannot change resolution.
+
+    :raises ValueError: naming the loss and what to do instead.
+    """
+    for loss in losses:
+        if isinstance(loss, SplittingLoss):
+            raise ValueError(
+                "SplittingLoss caches a mask generator sized by the first measurement, so it cannot run at "
+                "several resolutions; train it with strategy='single', or use a supervised, MCLoss or EILoss"
+            )
+        if isinstance(loss, R2RLoss):
+            raise ValueError(
+                "R2RLoss wraps the model with the fine noise model and is not supported across levels yet; "
+                "use strategy='single' with it, or SureGaussianLoss, which is rescaled per level"
+            )
+
+
+def slice_physics(physics: dp.Physics, params: dict[str, Any], index: slice, batch_size: int) -> dp.Physics:
+    """A copy of ``physics`` updated with the per-sample ``params`` of samples ``index``.
+
+    Returns ``physics`` itself when no parameter is per-sample.
+    """
+    per_sample = {
+        key: value[index]
+        for key, value in params.items()
+        if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == batch_size
+    }
+    if not per_sample or (index.start in (0, None) and index.stop >= batch_size):
+        return physics
+    sliced = physics.clone()
+    sliced.update(**per_sample)
+    return sliced
+
+
+@dataclass
+class PosedSample:
+    """A batch posed at one level."""
+
+    x: torch.Tensor | None
+    y: torch.Tensor
+    physics: dp.Physics
+
+
+class LevelPoser:
+    """Poses per-term batches at a level, the same way in every term that uses the level.
+
+    :param str coarse_mode: ``"physics"`` (restrict ``x``, apply the level's operator), ``"restrict"``
+        (restrict ``x`` and the fine ``y``), or ``"auto"`` (physics when a recipe exists and ``x`` is
+        known, restrict otherwise, with a one-time warning naming the operator).
+    :param str coarse_noise: ``"keep"`` or ``"restrict"`` the noise level on coarse levels (physics mode).
+    :param str restriction: restriction method.
+    """
+
+    def __init__(self, coarse_mode: str = "auto", coarse_noise: str = "keep", restriction: str = "area") -> None:
+        if coarse_mode not in COARSE_MODES:
+            raise ValueError(f"coarse_mode must be one of {COARSE_MODES}, got {coarse_mode!r}")
+        self.coarse_mode = coarse_mode
+        self.coarse_noise = coarse_noise
+        self.restriction = restriction
+        self._warned: set[str] = set()
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            warnings.warn(message, stacklevel=4)
+
+    def mode_for(self, physics: dp.Physics, has_x: bool, online: bool) -> str:
+        """The mode actually used for this operator and data."""
+        if self.coarse_mode == "restrict":
+            return "restrict"
+        if self.coarse_mode == "physics":
+            if not has_x:
+                raise ValueError("coarse_mode='physics' needs the ground truth x; use coarse_mode='restrict'")
+            coarsen_physics(physics, 1, noise=self.coarse_noise)  # raises NoCoarseRecipeError
+            return "physics"
+        if not has_x or not online:
+            return "restrict"
+        try:
+            coarsen_physics(physics, 1, noise=self.coarse_noise)
+        except NoCoarseRecipeError as error:
+            self._warn_once(
+                type(physics).__name__,
+                f"{error}. Falling back to coarse_mode='restrict' for {type(physics).__name__}: coarse samples are "
+                "restrictions of the fine measurements.",
+            )
+            return "restrict"
+        return "physics"
+
+    def model_physics(self, physics: dp.Physics, level: int, noise: str) -> dp.Physics:
+        """The operator handed to the model and losses at ``level`` (fine physics if none is known)."""
+        try:
+            return coarsen_physics(physics, level, noise=noise)
+        except NoCoarseRecipeError:
+            return physics
+
+    def pose(self, x: torch.Tensor | None, y: torch.Tensor, physics: dp.Physics, level: int, mode: str) -> PosedSample:
+        """Pose one per-term batch at ``level``."""
+        x_k = restrict(x, level, self.restriction) if x is not None else None
+        if mode == "physics":
+            physics_k = coarsen_physics(physics, level, noise=self.coarse_noise)
+            return PosedSample(x_k, physics_k(x_k), physics_k)
+        if level == 0:
+            return PosedSample(x, y, physics)
+        return PosedSample(x_k, restrict(y, level, self.restriction), self.model_physics(physics, level, "restrict"))
+
+
+def level_losses(losses: list[Loss], physics: dp.Physics) -> list[Loss]:
+    """Copies of losses that hold a noise level, set to the level's noise (others as they are)."""
+    out = []
+    for loss in losses:
+        sigma = getattr(getattr(physics, "noise_model", None), "sigma", None)
+        if isinstance(loss, SureGaussianLoss) and sigma is not None:
+            loss = copy.copy(loss)
+            loss.sigma2 = float(torch.as_tensor(sigma).mean()) ** 2
+        out.append(loss)
+    return out

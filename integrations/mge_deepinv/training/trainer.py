@@ -1,0 +1,340 @@
+"""``MultiscaleTrainer``: ``deepinv.Trainer`` with MGE and Full-Multiscale training strategies."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from deepinv import Trainer
+from torch import nn
+
+from mge_plugins import (
+    CostMeter,
+    CoupledRandomness,
+    Strategy,
+    build_strategy,
+    check_level_sizes,
+    default_growth,
+    mge_backward,
+    restrict,
+    split_batch,
+)
+
+from .levels import LevelPoser, check_losses, level_losses, slice_physics
+
+__all__ = ["MultiscaleTrainer"]
+
+
+@dataclass
+class MultiscaleTrainer(Trainer):
+    r"""``deepinv.Trainer`` that trains with Multiscale Gradient Estimation or Full-Multiscale.
+
+    Replace ``dinv.Trainer(`` by ``MultiscaleTrainer(``; every other argument keeps its meaning.
+    Evaluation and testing stay at the fine level with the trainer's metrics. With
+    ``strategy="single"`` the trainer behaves exactly like ``deepinv.Trainer``.
+
+    Each training iteration loads one batch from the train dataloader and cuts it into the
+    per-term batches of the step (nested prefixes by default), so the loader's batch size bounds
+    the largest term. Unless ``mge_batch_size`` is given, the finest term gets
+    ``B // g**K`` samples of a loaded batch of ``B`` (with ``g`` lowered to ``floor(B**(1/K))``
+    when ``B`` is small), and the coarsest Full-Multiscale stage trains on the whole batch.
+
+    :param str strategy: ``"full-multiscale"`` (default), ``"mge"``, ``"single"``, or a registered
+        strategy name.
+    :param int levels: number of coarser levels (``"mge"``) or stages minus one
+        (``"full-multiscale"``).
+    :param int, None mge_batch_size: finest-term batch size; ``None`` derives it from the loader.
+    :param float, None growth: batch growth per coarser level (default 4 in 2D, 8 in 3D).
+    :param list[int], None batch_sizes: explicit per-term sizes for ``"mge"``.
+    :param str restriction: ``"area"`` (default), ``"nearest"`` or ``"antialias"``.
+    :param str coarse_mode: ``"auto"`` (default: the operator's coarse recipe when there is one
+        and measurements are generated online, restriction of the fine measurement otherwise),
+        ``"physics"`` (raise if no recipe) or ``"restrict"``.
+    :param str coarse_noise: ``"keep"`` (default) the per-pixel noise level on coarse levels, so
+        coarse stages train the fine task, or ``"restrict"`` it (``sigma / 2`` per level in 2D).
+    :param int, list[int], None iterations: Full-Multiscale steps: total (split by halving per
+        finer stage) or per stage; ``None`` = every iteration of the run.
+    :param int, None mge_levels: cap on MGE levels inside Full-Multiscale stages.
+    :param int, None size_multiple: divisor the network needs on every level (e.g. 8 for a U-Net
+        with 3 downsamplings); ``None`` checks with a dry forward pass at the coarsest level.
+    :param str split: ``"nested"`` or ``"disjoint"`` per-term batches.
+    """
+
+    strategy: str = "full-multiscale"
+    levels: int = 2
+    mge_batch_size: int | None = None
+    growth: float | None = None
+    batch_sizes: Sequence[int] | None = None
+    restriction: str = "area"
+    coarse_mode: str = "auto"
+    coarse_noise: str = "keep"
+    iterations: int | Sequence[int] | None = None
+    mge_levels: int | None = None
+    size_multiple: int | None = None
+    split: str = "nested"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.poser = LevelPoser(self.coarse_mode, self.coarse_noise, self.restriction)
+        self.strategy_plan: Strategy | None = None
+        self.cost = CostMeter()
+        self._train_ite = 0
+        self._sizes_checked = False
+        self._posed_term0: tuple | None = None
+
+    # --- setup -----------------------------------------------------------------------------
+
+    def setup_train(self, train: bool = True, **kwargs: Any) -> None:
+        """Deepinv's setup, then build the strategy and check losses and the network."""
+        super().setup_train(train=train, **kwargs)
+        if not train:
+            return
+        if self.strategy != "single":
+            check_losses(self.losses)
+            batchnorms = [
+                type(m).__name__ for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+            ]
+            if batchnorms:
+                warnings.warn(
+                    f"the model has {len(batchnorms)} BatchNorm layers ({batchnorms[0]}): batch statistics differ "
+                    "between levels and batches, which breaks the coupling of MGE terms. Use a network without "
+                    "BatchNorm (deepinv.models.UNet(batch_norm=False)) or with instance/group normalisation.",
+                    stacklevel=2,
+                )
+        self.strategy_plan = self._build_strategy()
+        self.cost = CostMeter(
+            spatial_dims=self._spatial_dims(), baseline_batch_size=self._loader_batch_size(), flops_per_sample=None
+        )
+        checkpoint_state = getattr(self, "_resumed_multiscale_state", None)
+        if checkpoint_state is not None:
+            self.cost.load_state_dict(checkpoint_state["cost"])
+
+    def _loader_batch_size(self) -> int:
+        loader = self.train_dataloader[0]
+        size = getattr(loader, "batch_size", None)
+        if not size:
+            raise ValueError("MultiscaleTrainer needs train dataloaders with a fixed batch_size")
+        return int(size)
+
+    def _spatial_dims(self) -> int:
+        sample = self.train_dataloader[0].dataset[0]
+        x = (
+            sample[0]
+            if isinstance(sample, (tuple, list))
+            else sample.get("x", sample.get("y"))
+            if isinstance(sample, dict)
+            else sample
+        )
+        return max(2, x.dim() - 1) if isinstance(x, torch.Tensor) else 2
+
+    def _total_iterations(self) -> int:
+        batches = min(len(loader) - loader.drop_last for loader in self.train_dataloader)
+        return min(self.epochs * batches, self.max_batch_steps + 1)
+
+    def _build_strategy(self) -> Strategy:
+        if self.strategy == "single":
+            return build_strategy("single", batch_size=self._loader_batch_size(), restriction=self.restriction)
+        loaded = self._loader_batch_size()
+        dims = self._spatial_dims()
+        growth = self.growth if self.growth is not None else default_growth(dims)
+        levels = self.levels
+        if self.mge_batch_size is None and self.batch_sizes is None and levels > 0:
+            growth = max(1, min(growth, math.floor(loaded ** (1 / levels) + 1e-9)))
+        if self.strategy == "full-multiscale":
+            if self.mge_batch_size is not None:
+                batch_size: int | list[int] = self.mge_batch_size
+            else:
+                below = [
+                    levels - lv if self.mge_levels is None else min(self.mge_levels, levels - lv)
+                    for lv in range(levels, -1, -1)
+                ]
+                batch_size = [max(1, loaded // int(growth) ** k) for k in below]
+        else:
+            batch_size = self.mge_batch_size or max(1, loaded // int(growth) ** levels)
+        iterations = self.iterations if self.iterations is not None else self._total_iterations()
+        strategy = build_strategy(
+            self.strategy,
+            levels=levels,
+            batch_size=batch_size,
+            growth=growth,
+            batch_sizes=self.batch_sizes,
+            restriction=self.restriction,
+            spatial_dims=dims,
+            iterations=iterations,
+            mge_levels=self.mge_levels,
+        )
+        need = max(
+            max(strategy.plan(t).batch_sizes) if self.split == "nested" else sum(strategy.plan(t).batch_sizes)
+            for t in _plan_probe_steps(strategy)
+        )
+        if need > loaded:
+            raise ValueError(
+                f"strategy {self.strategy!r} needs {need} samples per step (per-term sizes "
+                f"{list(strategy.max_batch_sizes)}, {self.split} split) but the train dataloader gives batches of "
+                f"{loaded}; use DataLoader(batch_size={need}) or lower mge_batch_size/growth"
+            )
+        return strategy
+
+    # --- training step -------------------------------------------------------------------
+
+    def step(self, epoch, progress_bar, train_ite: int | None = None, train: bool = True, **kwargs: Any) -> None:
+        """Deepinv's step; records the global iteration that drives the strategy."""
+        if train and train_ite is not None:
+            self._train_ite = train_ite
+        super().step(epoch, progress_bar, train_ite=train_ite, train=train, **kwargs)
+
+    def compute_loss(self, physics, x, y, train: bool = True, epoch: int | None = None, step: bool = False):
+        """MGE backward over the per-term batches of the current plan (deepinv's loss otherwise)."""
+        assert self.strategy_plan is not None or not train
+        if not train:
+            return super().compute_loss(physics, x, y, train=train, epoch=epoch, step=step)
+        plan = self.strategy_plan.plan(self._train_ite)
+        if self.strategy == "single":
+            result = super().compute_loss(physics, x, y, train=train, epoch=epoch, step=step)
+            self.cost.add(plan.batch_sizes, plan.level)
+            return result
+
+        logs: dict[str, float] = {}
+        if step:
+            self.optimizer.zero_grad(set_to_none=True)
+        loaded = y.shape[0]
+        mode = self.poser.mode_for(physics, has_x=x is not None, online=self.online_measurements)
+        params = getattr(self, "_current_params", {}) or {}
+        terms = split_batch(torch.arange(loaded), plan.batch_sizes, self.split)  # contiguous index runs
+        if not self._sizes_checked:
+            self._check_sizes(x, y, physics)
+
+        def level_loss(term: torch.Tensor, level: int) -> torch.Tensor:
+            start, stop = int(term[0]), int(term[-1]) + 1
+            physics_t = slice_physics(physics, params, slice(start, stop), loaded)
+            x_t = x[start:stop] if x is not None else None
+            posed = self.poser.pose(x_t, y[start:stop], physics_t, level, mode)
+            x_net = self.model_inference(y=posed.y, physics=posed.physics, x=posed.x, train=True)
+            total = 0.0
+            with self.get_autocast_context():
+                for loss_fn in level_losses(self.losses, posed.physics):
+                    total = (
+                        total
+                        + loss_fn(
+                            x=posed.x, x_net=x_net, y=posed.y, physics=posed.physics, model=self.model, epoch=epoch
+                        ).mean()
+                    )
+            if term is terms[0] and level == plan.level:
+                self._posed_term0 = (posed.x, posed.y, posed.physics, x_net.detach())
+            return total
+
+        generators = [g for g in (getattr(getattr(physics, "noise_model", None), "rng", None),) if g is not None]
+        stats = mge_backward(
+            level_loss,
+            terms,
+            backward=lambda term: self.scaler.scale(term).backward(),
+            base_level=plan.level,
+            coupling=CoupledRandomness(generators),
+            spatial_dims=self.cost.spatial_dims,
+        )
+        self.cost.add(plan.batch_sizes, plan.level)
+        self.logs_total_loss_train.update(stats.fine_loss)
+        logs["TotalLoss"] = self.logs_total_loss_train.avg
+        logs["level"] = plan.level
+        logs["work_saving"] = self.cost.saving
+        for k, value in enumerate(stats.term_values):
+            logs[f"mge_term_{k}"] = value
+
+        defer_clip = self.scaler.is_enabled() and self.optimizer_step_multi_dataset and not step
+        if not defer_clip:
+            norm = self.check_clip_grad()
+            if norm is not None:
+                logs["gradient_norm"] = self.check_grad_val.avg
+        if step:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        loss = torch.tensor(stats.fine_loss, device=self.device)
+        return loss, self._posed_term0[3], logs
+
+    def get_samples_online(self, iterators, g):
+        """Deepinv's online sampling, keeping the per-sample physics parameters for slicing."""
+        if self.physics_generator is None:
+            self._current_params = {}
+            return super().get_samples_online(iterators, g)
+        generator = self.physics_generator[g]
+        original_step = generator.step
+
+        def recording_step(*args: Any, **kw: Any) -> dict:
+            params = original_step(*args, **kw)
+            self._current_params = params
+            return params
+
+        generator.step = recording_step
+        try:
+            return super().get_samples_online(iterators, g)
+        finally:
+            del generator.step
+
+    def compute_metrics(self, x, x_net, y, physics, logs, train: bool = True, epoch: int | None = None):
+        """Training metrics of an MGE step are measured on term 0's batch at the step's level."""
+        if train and self.strategy != "single" and self._posed_term0 is not None:
+            x, y, physics, x_net = self._posed_term0
+        return super().compute_metrics(x, x_net, y, physics, logs, train=train, epoch=epoch)
+
+    def plot(self, epoch, physics, x, y, x_net, train: bool = True) -> None:
+        """Training plots of an MGE step show term 0's batch at the step's level."""
+        if train and self.strategy != "single" and self._posed_term0 is not None:
+            x, y, physics, _ = self._posed_term0
+        super().plot(epoch, physics, x, y, x_net, train=train)
+
+    def _check_sizes(self, x: torch.Tensor | None, y: torch.Tensor, physics) -> None:
+        """Fail before training if an image size or the network cannot reach the coarsest level."""
+        assert self.strategy_plan is not None
+        coarsest = self.strategy_plan.coarsest_level
+        fine = x if x is not None else y
+        check_level_sizes(fine.shape[2:], coarsest, multiple=self.size_multiple or 1, what="network")
+        if coarsest > 0 and self.size_multiple is None:
+            y_coarse = restrict(y[:1], coarsest, self.restriction)
+            physics_coarse = self.poser.model_physics(physics, coarsest, "restrict")
+            was_training = self.model.training
+            self.model.eval()
+            try:
+                with torch.no_grad():
+                    self.model(y_coarse, physics_coarse)
+            except Exception as error:  # any failure of the network is reported with the level
+                raise ValueError(
+                    f"the network fails at level {coarsest} (input {tuple(y_coarse.shape[2:])}, fine "
+                    f"{tuple(fine.shape[2:])}): {error}. Use fewer levels or larger images, or declare "
+                    "size_multiple= to check divisibility up front"
+                ) from error
+            finally:
+                self.model.train(was_training)
+        self._sizes_checked = True
+
+    # --- checkpoints ------------------------------------------------------------------------
+
+    def save_model(self, filename, epoch, state=None) -> None:
+        """Deepinv's checkpoint plus the strategy and the cost counters."""
+        state = dict(state or {})
+        if self.strategy_plan is not None:
+            state["multiscale"] = {
+                "strategy": self.strategy_plan.describe(),
+                "cost": self.cost.state_dict(),
+                "train_ite": self._train_ite,
+            }
+        super().save_model(filename, epoch, state=state)
+
+    def load_model(self, ckpt_pretrained=None, strict: bool = True):
+        """Deepinv's resume; the stage follows from the restored epoch, the cost counters are restored."""
+        checkpoint = super().load_model(ckpt_pretrained, strict=strict)
+        if checkpoint is not None and "multiscale" in checkpoint:
+            self._resumed_multiscale_state = checkpoint["multiscale"]
+            self.cost.load_state_dict(checkpoint["multiscale"]["cost"])
+        return checkpoint
+
+
+def _plan_probe_steps(strategy: Strategy) -> list[int]:
+    total = strategy.total_steps
+    if total is None:
+        return [0]
+    schedule = getattr(strategy, "schedule", None)
+    return [s.start for s in schedule.stages] if schedule is not None else [0]
