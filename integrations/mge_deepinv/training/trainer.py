@@ -206,7 +206,7 @@ class MultiscaleTrainer(Trainer):
         params = getattr(self, "_current_params", {}) or {}
         terms = split_batch(torch.arange(loaded), plan.batch_sizes, self.split)  # contiguous index runs
         if not self._sizes_checked:
-            self._check_sizes(x, y, physics)
+            self._check_sizes(x, y, slice_physics(physics, params, slice(0, 1), loaded))
 
         def level_loss(term: torch.Tensor, level: int) -> torch.Tensor:
             start, stop = int(term[0]), int(term[-1]) + 1
