@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from mge_plugins import (
     build_strategy,
     check_level_sizes,
     default_growth,
+    measure_level_flops,
     mge_backward,
     restrict,
     split_batch,
@@ -85,6 +87,8 @@ class MultiscaleTrainer(Trainer):
         self._train_ite = 0
         self._sizes_checked = False
         self._posed_term0: tuple | None = None
+        self.train_seconds = 0.0
+        self.history: list[dict[str, Any]] = []
 
     # --- setup -----------------------------------------------------------------------------
 
@@ -182,17 +186,47 @@ class MultiscaleTrainer(Trainer):
     # --- training step -------------------------------------------------------------------
 
     def step(self, epoch, progress_bar, train_ite: int | None = None, train: bool = True, **kwargs: Any) -> None:
-        """Deepinv's step; records the global iteration that drives the strategy."""
+        """Deepinv's step; records the global iteration that drives the strategy and its wall-clock."""
         if train and train_ite is not None:
             self._train_ite = train_ite
+        start = time.perf_counter()
         super().step(epoch, progress_bar, train_ite=train_ite, train=train, **kwargs)
+        if train:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            self.train_seconds += time.perf_counter() - start
+
+    def save_best_model(self, epoch, train_ite, **kwargs: Any) -> None:
+        """After every evaluation: record quality against cost in :attr:`history`, then deepinv's save."""
+        record: dict[str, Any] = {"epoch": epoch, "step": train_ite + 1, "seconds": self.train_seconds}
+        record.update(self.cost.summary())
+        for name, values in self.eval_metrics_history.items():
+            if values:
+                record[name] = values[-1]
+        self.history.append(record)
+        super().save_best_model(epoch, train_ite, **kwargs)
 
     def compute_loss(self, physics, x, y, train: bool = True, epoch: int | None = None, step: bool = False):
         """MGE backward over the per-term batches of the current plan (deepinv's loss otherwise)."""
-        assert self.strategy_plan is not None or not train
         if not train:
             return super().compute_loss(physics, x, y, train=train, epoch=epoch, step=step)
+        assert self.strategy_plan is not None
         plan = self.strategy_plan.plan(self._train_ite)
+        loaded = y.shape[0]
+        params = getattr(self, "_current_params", {}) or {}
+        mode = self.poser.mode_for(physics, has_x=x is not None, online=self.online_measurements)
+        generators = [g for g in (getattr(getattr(physics, "noise_model", None), "rng", None),) if g is not None]
+        if not self._sizes_checked:
+            self._check_sizes(x, y, slice_physics(physics, params, slice(0, 1), loaded))
+        if self.cost.flops_per_sample is None:
+            # Measure per-level FLOPs on one sample, leaving every random stream as it was.
+            rng = CoupledRandomness(generators)
+            rng.capture()
+            probe = self._level_loss(physics, x, y, params, mode, epoch, first=None)
+            self.cost.flops_per_sample = measure_level_flops(
+                probe, torch.arange(1), self.strategy_plan.coarsest_level, self.model.parameters()
+            )
+            rng.replay()
         if self.strategy == "single":
             result = super().compute_loss(physics, x, y, train=train, epoch=epoch, step=step)
             self.cost.add(plan.batch_sizes, plan.level)
@@ -201,33 +235,8 @@ class MultiscaleTrainer(Trainer):
         logs: dict[str, float] = {}
         if step:
             self.optimizer.zero_grad(set_to_none=True)
-        loaded = y.shape[0]
-        mode = self.poser.mode_for(physics, has_x=x is not None, online=self.online_measurements)
-        params = getattr(self, "_current_params", {}) or {}
         terms = split_batch(torch.arange(loaded), plan.batch_sizes, self.split)  # contiguous index runs
-        if not self._sizes_checked:
-            self._check_sizes(x, y, slice_physics(physics, params, slice(0, 1), loaded))
-
-        def level_loss(term: torch.Tensor, level: int) -> torch.Tensor:
-            start, stop = int(term[0]), int(term[-1]) + 1
-            physics_t = slice_physics(physics, params, slice(start, stop), loaded)
-            x_t = x[start:stop] if x is not None else None
-            posed = self.poser.pose(x_t, y[start:stop], physics_t, level, mode)
-            x_net = self.model_inference(y=posed.y, physics=posed.physics, x=posed.x, train=True)
-            total = 0.0
-            with self.get_autocast_context():
-                for loss_fn in level_losses(self.losses, posed.physics):
-                    total = (
-                        total
-                        + loss_fn(
-                            x=posed.x, x_net=x_net, y=posed.y, physics=posed.physics, model=self.model, epoch=epoch
-                        ).mean()
-                    )
-            if term is terms[0] and level == plan.level:
-                self._posed_term0 = (posed.x, posed.y, posed.physics, x_net.detach())
-            return total
-
-        generators = [g for g in (getattr(getattr(physics, "noise_model", None), "rng", None),) if g is not None]
+        level_loss = self._level_loss(physics, x, y, params, mode, epoch, first=(terms[0], plan.level))
         stats = mge_backward(
             level_loss,
             terms,
@@ -253,7 +262,30 @@ class MultiscaleTrainer(Trainer):
             self.scaler.step(self.optimizer)
             self.scaler.update()
         loss = torch.tensor(stats.fine_loss, device=self.device)
+        assert self._posed_term0 is not None
         return loss, self._posed_term0[3], logs
+
+    def _level_loss(self, physics, x, y, params, mode: str, epoch, first: tuple | None):
+        """``level_loss(indices, level)`` for this loaded batch; stashes term 0 for metrics and plots."""
+        loaded = y.shape[0]
+
+        def level_loss(term: torch.Tensor, level: int) -> torch.Tensor:
+            start, stop = int(term[0]), int(term[-1]) + 1
+            physics_t = slice_physics(physics, params, slice(start, stop), loaded)
+            x_t = x[start:stop] if x is not None else None
+            posed = self.poser.pose(x_t, y[start:stop], physics_t, level, mode)
+            x_net = self.model_inference(y=posed.y, physics=posed.physics, x=posed.x, train=True)
+            total = 0.0
+            with self.get_autocast_context():
+                for loss_fn in level_losses(self.losses, posed.physics):
+                    total = total + loss_fn(
+                        x=posed.x, x_net=x_net, y=posed.y, physics=posed.physics, model=self.model, epoch=epoch
+                    ).mean()
+            if first is not None and term is first[0] and level == first[1]:
+                self._posed_term0 = (posed.x, posed.y, posed.physics, x_net.detach())
+            return total
+
+        return level_loss
 
     def get_samples_online(self, iterators, g):
         """Deepinv's online sampling, keeping the per-sample physics parameters for slicing."""
