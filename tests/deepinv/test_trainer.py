@@ -200,3 +200,9 @@ def test_checkpoint_holds_strategy_and_cost_and_resume_continues(tmp_path) -> No
     train(resumed)
     assert resumed.cost.steps == 16  # 8 restored + 8 more (epochs 2 and 3)
     assert resumed.strategy_plan.plan(8).level == 0
+
+
+def test_too_few_iterations_for_the_stages_names_the_settings() -> None:
+    trainer = make_trainer(MultiscaleTrainer, strategy="full-multiscale", levels=3, epochs=1)
+    with pytest.raises(ValueError, match=r"4 stages, but this run has only 4 iterations.*use at least 8 steps"):
+        train(trainer)

@@ -20,6 +20,7 @@ from mge_plugins import (
     build_strategy,
     check_level_sizes,
     default_growth,
+    halving_split,
     measure_level_flops,
     mge_backward,
     restrict,
@@ -160,6 +161,14 @@ class MultiscaleTrainer(Trainer):
         else:
             batch_size = self.mge_batch_size or max(1, loaded // int(growth) ** levels)
         iterations = self.iterations if self.iterations is not None else self._total_iterations()
+        if self.strategy == "full-multiscale" and isinstance(iterations, int):
+            try:
+                halving_split(iterations, levels + 1)
+            except ValueError as error:
+                raise ValueError(
+                    f"full-multiscale with levels={levels} has {levels + 1} stages, but this run has only "
+                    f"{iterations} iterations (epochs x batches per epoch): {error}"
+                ) from error
         strategy = build_strategy(
             self.strategy,
             levels=levels,
@@ -278,9 +287,12 @@ class MultiscaleTrainer(Trainer):
             total = 0.0
             with self.get_autocast_context():
                 for loss_fn in level_losses(self.losses, posed.physics):
-                    total = total + loss_fn(
-                        x=posed.x, x_net=x_net, y=posed.y, physics=posed.physics, model=self.model, epoch=epoch
-                    ).mean()
+                    total = (
+                        total
+                        + loss_fn(
+                            x=posed.x, x_net=x_net, y=posed.y, physics=posed.physics, model=self.model, epoch=epoch
+                        ).mean()
+                    )
             if first is not None and term is first[0] and level == first[1]:
                 self._posed_term0 = (posed.x, posed.y, posed.physics, x_net.detach())
             return total

@@ -1,0 +1,94 @@
+"""Training images that need no download: crops of scikit-image's photographs, or any folder."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchvision.io import ImageReadMode, decode_image
+
+__all__ = ["TEST_IMAGES", "TRAIN_IMAGES", "ImageCrops", "bundled_images", "folder_images"]
+
+TRAIN_IMAGES: tuple[str, ...] = (
+    "astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "retina", "immunohistochemistry",
+)  # fmt: skip
+TEST_IMAGES: tuple[str, ...] = ("camera", "moon")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+def _to_channels(image: torch.Tensor, channels: int) -> torch.Tensor:
+    if image.shape[0] == channels:
+        return image
+    if channels == 1:
+        return image[:3].mean(0, keepdim=True)
+    return image[:1].expand(channels, *image.shape[1:]).clone()
+
+
+def bundled_images(names: Sequence[str] = TRAIN_IMAGES, channels: int = 1) -> list[torch.Tensor]:
+    """``(C, H, W)`` float images in [0, 1] from the photographs inside scikit-image's wheel.
+
+    :param list[str] names: names of ``skimage.data`` images.
+    :param int channels: 1 (grayscale) or 3.
+    """
+    try:
+        import skimage.data
+    except ImportError as error:  # pragma: no cover - exercised only without the extra
+        raise ImportError("the bundled images need scikit-image: pip install scikit-image") from error
+    images = []
+    for name in names:
+        array = np.asarray(getattr(skimage.data, name)(), dtype=np.float32) / 255.0
+        tensor = torch.from_numpy(array[..., :3].transpose(2, 0, 1) if array.ndim == 3 else array[None].copy())
+        images.append(_to_channels(tensor.contiguous(), channels))
+    return images
+
+
+def folder_images(folder: str | Path, channels: int = 1) -> list[torch.Tensor]:
+    """``(C, H, W)`` float images from every image file in ``folder`` (sorted by name).
+
+    :raises FileNotFoundError: when the folder is missing or holds no image, naming it.
+    :raises ValueError: for a file that cannot be decoded, naming the file.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"--data {folder}: no such folder")
+    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise FileNotFoundError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
+    images = []
+    for path in paths:
+        try:
+            image = decode_image(str(path), mode=ImageReadMode.UNCHANGED).float() / 255.0
+        except RuntimeError as error:
+            raise ValueError(f"cannot decode {path}: {error}") from error
+        images.append(_to_channels(image, channels))
+    return images
+
+
+class ImageCrops(torch.utils.data.Dataset):
+    """``length`` random ``size x size`` crops of a list of images; crop ``i`` is the same every time.
+
+    :param list[torch.Tensor] images: ``(C, H, W)`` images, each at least ``size`` on both sides.
+    :param int size: crop side.
+    :param int length: number of crops (one epoch).
+    :param int seed: seed of the crop positions.
+    """
+
+    def __init__(self, images: Sequence[torch.Tensor], size: int, length: int, seed: int = 0) -> None:
+        small = [tuple(im.shape[-2:]) for im in images if min(im.shape[-2:]) < size]
+        if small:
+            raise ValueError(f"crop size {size} is larger than images of size {small}; use a smaller size")
+        if not images:
+            raise ValueError("ImageCrops needs at least one image")
+        self.images, self.size, self.length, self.seed = list(images), size, length, seed
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
+        image = self.images[int(torch.randint(len(self.images), (1,), generator=g))]
+        top = int(torch.randint(image.shape[-2] - self.size + 1, (1,), generator=g))
+        left = int(torch.randint(image.shape[-1] - self.size + 1, (1,), generator=g))
+        return image[:, top : top + self.size, left : left + self.size]

@@ -1,0 +1,68 @@
+"""The bundled reconstruction tasks: a physics operator and a network for each."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import deepinv as dinv
+import torch
+from deepinv.physics.functional.blur import gaussian_blur
+
+__all__ = ["TASKS", "Task", "make_model"]
+
+
+@dataclass(frozen=True)
+class Task:
+    """A bundled task.
+
+    :param str description: one line for ``--help``.
+    :param Callable physics: ``physics(size, channels, device) -> deepinv.physics.Physics``.
+    """
+
+    description: str
+    physics: Callable[[int, int, str], dinv.physics.Physics]
+
+
+def _denoise(size: int, channels: int, device: str) -> dinv.physics.Physics:
+    return dinv.physics.Denoising(dinv.physics.GaussianNoise(0.1), device=device)
+
+
+def _deblur(size: int, channels: int, device: str) -> dinv.physics.Physics:
+    return dinv.physics.Blur(
+        filter=gaussian_blur(sigma=(1.5, 1.5)),
+        padding="circular",
+        noise_model=dinv.physics.GaussianNoise(0.01),
+        device=device,
+    )
+
+
+def _inpaint(size: int, channels: int, device: str) -> dinv.physics.Physics:
+    # Missing 8x8 blocks: the restricted mask is exact on every level up to 3.
+    g = torch.Generator().manual_seed(0)
+    blocks = (torch.rand(1, 1, size // 8, size // 8, generator=g) > 0.3).float()
+    mask = blocks.repeat_interleave(8, -1).repeat_interleave(8, -2)
+    return dinv.physics.Inpainting(
+        img_size=(channels, size, size), mask=mask, noise_model=dinv.physics.GaussianNoise(0.01), device=device
+    )
+
+
+def _super_resolve(size: int, channels: int, device: str) -> dinv.physics.Physics:
+    return dinv.physics.Downsampling(
+        img_size=None, filter="bicubic", factor=2, padding="circular",
+        noise_model=dinv.physics.GaussianNoise(0.01), device=device,
+    )  # fmt: skip
+
+
+TASKS: dict[str, Task] = {
+    "denoise": Task("Gaussian denoising, sigma = 0.1", _denoise),
+    "deblur": Task("Gaussian deblurring (blur sigma 1.5 px), noise 0.01", _deblur),
+    "inpaint": Task("inpainting of 30 % missing 8x8 blocks, noise 0.01", _inpaint),
+    "sr": Task("2x super-resolution, bicubic anti-alias filter, noise 0.01", _super_resolve),
+}
+
+
+def make_model(channels: int = 1, depth: int = 5, width: int = 32, device: str = "cpu") -> torch.nn.Module:
+    """A small DnCNN (no BatchNorm, no pretrained weights) on the adjoint of the measurement."""
+    backbone = dinv.models.DnCNN(channels, channels, depth=depth, nf=width, pretrained=None, device=device)
+    return dinv.models.ArtifactRemoval(backbone, mode="adjoint", device=device)
