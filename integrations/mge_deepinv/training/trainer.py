@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 import warnings
 from collections.abc import Sequence
@@ -41,17 +40,20 @@ class MultiscaleTrainer(Trainer):
     ``strategy="single"`` the trainer behaves exactly like ``deepinv.Trainer``.
 
     Each training iteration loads one batch from the train dataloader and cuts it into the
-    per-term batches of the step (nested prefixes by default), so the loader's batch size bounds
-    the largest term. Unless ``mge_batch_size`` is given, the finest term gets
-    ``B // g**K`` samples of a loaded batch of ``B`` (with ``g`` lowered to ``floor(B**(1/K))``
-    when ``B`` is small), and the coarsest Full-Multiscale stage trains on the whole batch.
+    per-term batches of the step (nested prefixes by default), so the loader's batch size ``B``
+    bounds the largest term. Unless ``mge_batch_size``, ``growth`` or ``batch_sizes`` say
+    otherwise, the finest term keeps ``B // 4`` samples and the sizes grow geometrically to ``B`` at
+    the coarsest level (``B = 16``, 2 levels: 4, 8, 16); the coarsest Full-Multiscale stage trains
+    on the whole batch. (On 2x super-resolution, terms 1, 4, 16 lost 4.3 dB against single-scale
+    where 4, 8, 16 lost 0.6 dB, at 9.4x and 5.8x fewer FLOPs.)
 
     :param str strategy: ``"full-multiscale"`` (default), ``"mge"``, ``"single"``, or a registered
         strategy name.
     :param int levels: number of coarser levels (``"mge"``) or stages minus one
         (``"full-multiscale"``).
     :param int, None mge_batch_size: finest-term batch size; ``None`` derives it from the loader.
-    :param float, None growth: batch growth per coarser level (default 4 in 2D, 8 in 3D).
+    :param float, None growth: batch growth per coarser level; ``None`` derives it from the loader
+        (see above), or is 4 in 2D and 8 in 3D when ``mge_batch_size`` is given.
     :param list[int], None batch_sizes: explicit per-term sizes for ``"mge"``.
     :param str restriction: ``"area"`` (default), ``"nearest"`` or ``"antialias"``.
     :param str coarse_mode: ``"auto"`` (default: the operator's coarse recipe when there is one
@@ -145,10 +147,15 @@ class MultiscaleTrainer(Trainer):
             return build_strategy("single", batch_size=self._loader_batch_size(), restriction=self.restriction)
         loaded = self._loader_batch_size()
         dims = self._spatial_dims()
-        growth = self.growth if self.growth is not None else default_growth(dims)
         levels = self.levels
-        if self.mge_batch_size is None and self.batch_sizes is None and levels > 0:
-            growth = max(1, min(growth, math.floor(loaded ** (1 / levels) + 1e-9)))
+        derived = self.mge_batch_size is None and self.batch_sizes is None
+        if derived and self.growth is None and levels > 0:
+            # The finest term keeps a quarter of the loaded batch; sizes grow geometrically to all of it.
+            growth = (loaded / max(1, loaded // 4)) ** (1 / levels)
+        else:
+            growth = self.growth if self.growth is not None else default_growth(dims)
+            if derived and levels > 0:
+                growth = max(1.0, min(growth, loaded ** (1 / levels)))
         if self.strategy == "full-multiscale":
             if self.mge_batch_size is not None:
                 batch_size: int | list[int] = self.mge_batch_size
@@ -157,9 +164,9 @@ class MultiscaleTrainer(Trainer):
                     levels - lv if self.mge_levels is None else min(self.mge_levels, levels - lv)
                     for lv in range(levels, -1, -1)
                 ]
-                batch_size = [max(1, loaded // int(growth) ** k) for k in below]
+                batch_size = [max(1, round(loaded / growth**k)) for k in below]
         else:
-            batch_size = self.mge_batch_size or max(1, loaded // int(growth) ** levels)
+            batch_size = self.mge_batch_size or max(1, round(loaded / growth**levels))
         iterations = self.iterations if self.iterations is not None else self._total_iterations()
         if self.strategy == "full-multiscale" and isinstance(iterations, int):
             try:
