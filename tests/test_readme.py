@@ -13,11 +13,12 @@ def test_readme_python_snippets_run() -> None:
     for block in blocks:  # later snippets build on earlier ones, as a reader would run them
         exec(compile(block, str(README), "exec"), namespace)
     assert namespace["stats"].batch_sizes == (2, 8, 32)
+    assert namespace["trainer"].cost.steps == 8
 
 
 def test_readme_quick_start_commands_match_the_project() -> None:
     text = README.read_text()
-    assert 'pip install -c constraints.txt -e ".[all]" && python examples/plain_pytorch_denoise.py' in text
+    assert 'pip install -c constraints.txt -e ".[all]" && mge-train denoise' in text
     assert 'pip install -c constraints.txt -e ".[all]" && python -m pytest' in text
     ci = (README.parent / ".ci" / "run").read_text()
     assert "-c constraints.txt" in ci and "python -m pytest" in ci

@@ -1,0 +1,93 @@
+"""deepinv.Trainer features that must keep working under MultiscaleTrainer."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+dinv = pytest.importorskip("deepinv")
+
+from mge_deepinv import MultiscaleTrainer, coarsen_physics  # noqa: E402
+from mge_deepinv.training.levels import level_losses  # noqa: E402
+
+from .conftest import CleanImages, make_trainer, smooth_images  # noqa: E402
+
+
+def train(trainer):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return trainer.train()
+
+
+def finite(model) -> bool:
+    return all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_self_supervised_losses_run_at_every_level() -> None:
+    physics = dinv.physics.Inpainting(img_size=(1, 32, 32), mask=0.7, noise_model=dinv.physics.GaussianNoise(0.01))
+    losses = [dinv.loss.MCLoss(), dinv.loss.EILoss(dinv.transform.Shift())]
+    trainer = make_trainer(MultiscaleTrainer, physics=physics, losses=losses, strategy="mge", levels=2, epochs=1)
+    seen = []
+    original = trainer.model_inference
+
+    def spy(y, physics, x=None, train=True, **kwargs):
+        seen.append(tuple(y.shape[-2:]))
+        return original(y=y, physics=physics, x=x, train=train, **kwargs)
+
+    trainer.model_inference = spy
+    model = train(trainer)
+    assert finite(model)
+    assert {(32, 32), (16, 16), (8, 8)} <= set(seen)
+
+
+def test_sure_loss_gets_the_noise_level_of_each_level() -> None:
+    sure = dinv.loss.SureGaussianLoss(sigma=0.2)
+    fine = dinv.physics.Denoising(dinv.physics.GaussianNoise(0.2))
+    (coarse_keep,) = level_losses([sure], coarsen_physics(fine, 2, noise="keep"))
+    (coarse_restrict,) = level_losses([sure], coarsen_physics(fine, 2, noise="restrict"))
+    assert coarse_keep.sigma2 == pytest.approx(0.04) and coarse_restrict.sigma2 == pytest.approx(0.05**2)
+    assert sure.sigma2 == pytest.approx(0.04)  # the user's loss is not modified
+    trainer = make_trainer(
+        MultiscaleTrainer, physics=fine, losses=sure, strategy="mge", levels=1, epochs=1, coarse_noise="restrict"
+    )
+    assert finite(train(trainer))
+
+
+def test_bfloat16_autocast_runs_and_keeps_weights_finite() -> None:
+    trainer = make_trainer(MultiscaleTrainer, strategy="mge", levels=2, epochs=1, mixed_precision="bf16")
+    assert finite(train(trainer))
+    assert trainer.cost.steps == 4
+
+
+def test_grad_clip_applies_once_to_the_summed_gradient() -> None:
+    norms = []
+    trainer = make_trainer(MultiscaleTrainer, strategy="mge", levels=2, epochs=1, grad_clip=1e-3, check_grad=True)
+    original = trainer.check_clip_grad
+
+    def spy():
+        norm = original()
+        total = torch.cat([p.grad.reshape(-1) for p in trainer.model.parameters() if p.grad is not None]).norm()
+        norms.append(total.item())
+        return norm
+
+    trainer.check_clip_grad = spy
+    train(trainer)
+    assert len(norms) == 4  # once per optimizer step, after all MGE terms
+    assert max(norms) == pytest.approx(1e-3, rel=1e-3)
+
+
+def test_evaluation_early_stopping_and_plots(tmp_path) -> None:
+    images = smooth_images(32, 32)
+    eval_loader = torch.utils.data.DataLoader(CleanImages(smooth_images(16, 32, seed=3)), batch_size=16)
+    trainer = make_trainer(
+        MultiscaleTrainer, images=images, strategy="full-multiscale", levels=1, epochs=30, lr=0.0,
+        eval_dataloader=eval_loader, early_stop=2, save_path=str(tmp_path), plot_images=True,
+    )  # fmt: skip
+    train(trainer)
+    epochs_run = len(trainer.eval_metrics_history["PSNR"])
+    assert epochs_run < 30  # lr = 0: no improvement, early stopping ends the run
+    assert [h["epoch"] for h in trainer.history] == list(range(epochs_run))
+    assert list(tmp_path.rglob("ckp_best.pth.tar"))
+    assert trainer.history[-1]["steps"] == 2 * epochs_run
