@@ -22,6 +22,7 @@ from mge_plugins import (
     halving_split,
     measure_level_flops,
     mge_backward,
+    required_batch_size,
     restrict,
     split_batch,
 )
@@ -129,14 +130,11 @@ class MultiscaleTrainer(Trainer):
 
     def _spatial_dims(self) -> int:
         sample = self.train_dataloader[0].dataset[0]
-        x = (
-            sample[0]
-            if isinstance(sample, (tuple, list))
-            else sample.get("x", sample.get("y"))
-            if isinstance(sample, dict)
-            else sample
-        )
-        return max(2, x.dim() - 1) if isinstance(x, torch.Tensor) else 2
+        if isinstance(sample, dict):
+            sample = sample.get("x", sample.get("y"))
+        elif isinstance(sample, (tuple, list)):
+            sample = sample[0]
+        return 3 if isinstance(sample, torch.Tensor) and sample.dim() == 4 else 2
 
     def _total_iterations(self) -> int:
         batches = min(len(loader) - loader.drop_last for loader in self.train_dataloader)
@@ -187,10 +185,8 @@ class MultiscaleTrainer(Trainer):
             iterations=iterations,
             mge_levels=self.mge_levels,
         )
-        need = max(
-            max(strategy.plan(t).batch_sizes) if self.split == "nested" else sum(strategy.plan(t).batch_sizes)
-            for t in _plan_probe_steps(strategy)
-        )
+        stage_starts = [s.start for s in strategy.schedule.stages] if hasattr(strategy, "schedule") else [0]
+        need = max(required_batch_size(strategy.plan(t).batch_sizes, self.split) for t in stage_starts)
         if need > loaded:
             raise ValueError(
                 f"strategy {self.strategy!r} needs {need} samples per step (per-term sizes "
@@ -378,14 +374,5 @@ class MultiscaleTrainer(Trainer):
         """Deepinv's resume; the stage follows from the restored epoch, the cost counters are restored."""
         checkpoint = super().load_model(ckpt_pretrained, strict=strict)
         if checkpoint is not None and "multiscale" in checkpoint:
-            self._resumed_multiscale_state = checkpoint["multiscale"]
-            self.cost.load_state_dict(checkpoint["multiscale"]["cost"])
+            self._resumed_multiscale_state = checkpoint["multiscale"]  # applied by setup_train
         return checkpoint
-
-
-def _plan_probe_steps(strategy: Strategy) -> list[int]:
-    total = strategy.total_steps
-    if total is None:
-        return [0]
-    schedule = getattr(strategy, "schedule", None)
-    return [s.start for s in schedule.stages] if schedule is not None else [0]
