@@ -91,3 +91,34 @@ def test_evaluation_early_stopping_and_plots(tmp_path) -> None:
     assert [h["epoch"] for h in trainer.history] == list(range(epochs_run))
     assert list(tmp_path.rglob("ckp_best.pth.tar"))
     assert trainer.history[-1]["steps"] == 2 * epochs_run
+
+
+def test_r2r_loss_reads_each_levels_noise_from_the_physics() -> None:
+    physics = dinv.physics.Denoising(dinv.physics.GaussianNoise(0.1))
+    trainer = make_trainer(
+        MultiscaleTrainer, physics=physics, losses=dinv.loss.R2RLoss(noise_model=None), strategy="mge", levels=1,
+        epochs=1, coarse_noise="restrict",
+    )  # fmt: skip
+    sigmas = set()
+    from deepinv.loss.r2r import R2RModel
+
+    original = R2RModel.get_corruptor
+
+    def spy(self, y):
+        sigmas.add(round(float(self.curr_noise_model.sigma), 4))
+        return original(self, y)
+
+    R2RModel.get_corruptor = spy
+    try:
+        model = train(trainer)
+    finally:
+        R2RModel.get_corruptor = original
+    assert finite(model)
+    assert sigmas == {0.1, 0.05}  # level 0 and level 1 (sigma / 2 in 2D)
+
+
+def test_r2r_loss_with_a_fixed_noise_model_is_refused() -> None:
+    loss = dinv.loss.R2RLoss(noise_model=dinv.physics.GaussianNoise(0.1))
+    trainer = make_trainer(MultiscaleTrainer, losses=loss, strategy="mge")
+    with pytest.raises(ValueError, match="build it with noise_model=None"):
+        train(trainer)

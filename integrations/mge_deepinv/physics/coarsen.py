@@ -81,9 +81,9 @@ def coarsen_noise(noise_model: dp.NoiseModel, level: int, noise: str = "keep", s
     if noise not in NOISE_MODES:
         raise ValueError(f"noise must be one of {NOISE_MODES}, got {noise!r}")
     if isinstance(noise_model, LevelGaussianNoise):
-        return LevelGaussianNoise(noise_model.fine_sigma, level, noise == "keep", noise_model.rng)
+        return LevelGaussianNoise(noise_model.fine_sigma, level, noise == "keep", spatial_dims, noise_model.rng)
     if isinstance(noise_model, dp.GaussianNoise):
-        return LevelGaussianNoise(noise_model.sigma, level, noise == "keep", noise_model.rng)
+        return LevelGaussianNoise(noise_model.sigma, level, noise == "keep", spatial_dims, noise_model.rng)
     if isinstance(noise_model, dp.PoissonNoise):
         gain = noise_model.gain if noise == "keep" else noise_model.gain * 2.0 ** (-spatial_dims * level)
         return dp.PoissonNoise(gain, bool(noise_model.normalize), noise_model.clip_positive, noise_model.rng)

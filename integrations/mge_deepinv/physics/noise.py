@@ -3,25 +3,29 @@
 from __future__ import annotations
 
 import torch
-from deepinv.physics import NoiseModel
+from deepinv.physics import GaussianNoise
 
 from mge_plugins import restricted_randn
 
 __all__ = ["LevelGaussianNoise"]
 
 
-class LevelGaussianNoise(NoiseModel):
+class LevelGaussianNoise(GaussianNoise):
     r"""Gaussian noise at level ``level``, drawn at the finest grid and restricted.
 
     Drawing at the fine grid couples the levels: with the random stream replayed (as
     :func:`mge_plugins.mge_backward` does for both halves of a difference term), level ``k`` and
-    level ``k + 1`` see the restriction of the very same fine noise.
+    level ``k + 1`` see the restriction of the very same fine noise. It is a
+    :class:`deepinv.physics.GaussianNoise` whose ``sigma`` is the level's per-pixel std, so
+    denoisers, ``ArtifactRemoval`` and ``R2RLoss`` read the right noise level.
 
-    :param float, torch.Tensor sigma: standard deviation of the noise at the finest level (a
-        float or one value per sample).
+    :param float, torch.Tensor sigma: standard deviation at the finest level (one value or one
+        per sample).
     :param int level: the level this model adds noise at (0 = finest).
     :param bool keep_std: keep ``sigma`` per pixel at every level (the coarse problem keeps the
-        fine noise level); otherwise the std is the restricted one, ``sigma / 2**(d * level / 2)``.
+        fine noise level); otherwise the std is that of the restricted fine noise,
+        ``sigma / 2**(d * level / 2)``.
+    :param int spatial_dims: 2 or 3.
     :param torch.Generator rng: generator to draw from (default: PyTorch's global one).
     """
 
@@ -30,28 +34,29 @@ class LevelGaussianNoise(NoiseModel):
         sigma: float | torch.Tensor = 0.1,
         level: int = 0,
         keep_std: bool = True,
+        spatial_dims: int = 2,
         rng: torch.Generator | None = None,
     ) -> None:
-        super().__init__(rng=rng)
-        self.register_buffer("fine_sigma", self._float_to_tensor(sigma))
-        self.level = level
-        self.keep_std = keep_std
-
-    def level_sigma(self, spatial_dims: int) -> torch.Tensor:
-        """Per-pixel std at this level."""
-        return self.fine_sigma if self.keep_std else self.fine_sigma * 2.0 ** (-spatial_dims * self.level / 2)
+        self.level, self.keep_std, self.spatial_dims = level, keep_std, spatial_dims
+        super().__init__(sigma=torch.as_tensor(sigma) * self.std_factor, rng=rng)
 
     @property
-    def sigma(self) -> torch.Tensor:
-        """Per-pixel std at this level for 2-D images (what denoisers are told)."""
-        return self.level_sigma(2)
+    def std_factor(self) -> float:
+        """Per-pixel std at this level relative to the fine level."""
+        return 1.0 if self.keep_std else 2.0 ** (-self.spatial_dims * self.level / 2)
 
-    def forward(self, x: torch.Tensor, **kwargs) -> torch.Tensor:
-        """Add the level's noise to ``x``."""
+    @property
+    def fine_sigma(self) -> torch.Tensor:
+        """The fine-level std this model was built from."""
+        return self.sigma / self.std_factor
+
+    def forward(self, x: torch.Tensor, sigma: float | torch.Tensor | None = None, seed: int | None = None, **kwargs):
+        """Add the level's noise to ``x`` (``sigma``, if given, is the level's std)."""
+        self.update_parameters(sigma=sigma, **kwargs)
+        self.rng_manual_seed(seed)
         fine_shape = (*x.shape[:2], *(s * 2**self.level for s in x.shape[2:]))
-        noise = restricted_randn(
-            fine_shape, self.level, keep_std=self.keep_std, dtype=x.dtype, device=x.device, generator=self.rng
+        unit = restricted_randn(
+            fine_shape, self.level, keep_std=True, dtype=x.dtype, device=x.device, generator=self.rng
         )
-        sigma = self.fine_sigma.to(x.device)
-        sigma = sigma[(...,) + (None,) * (x.dim() - sigma.dim())] if sigma.dim() else sigma
-        return x + sigma * noise
+        sigma = self.sigma.to(x.device)
+        return x + sigma[(...,) + (None,) * (x.dim() - 1)] * unit

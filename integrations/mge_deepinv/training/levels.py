@@ -31,10 +31,10 @@ def check_losses(losses: list[Loss]) -> None:
                 "SplittingLoss caches a mask generator sized by the first measurement, so it cannot run at "
                 "several resolutions; train it with strategy='single', or use a supervised, MCLoss or EILoss"
             )
-        if isinstance(loss, R2RLoss):
+        if isinstance(loss, R2RLoss) and loss.noise_model is not None:
             raise ValueError(
-                "R2RLoss wraps the model with the fine noise model and is not supported across levels yet; "
-                "use strategy='single' with it, or SureGaussianLoss, which is rescaled per level"
+                "R2RLoss(noise_model=...) re-corrupts every level with the fine noise model; build it with "
+                "noise_model=None so it reads each level's noise from the level's physics"
             )
 
 

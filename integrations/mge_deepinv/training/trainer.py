@@ -261,6 +261,8 @@ class MultiscaleTrainer(Trainer):
         self.logs_total_loss_train.update(stats.fine_loss)
         logs["TotalLoss"] = self.logs_total_loss_train.avg
         logs["level"] = plan.level
+        if plan.stage is not None:
+            logs["stage"] = plan.stage
         logs["work_saving"] = self.cost.saving
         for k, value in enumerate(stats.term_values):
             logs[f"mge_term_{k}"] = value
