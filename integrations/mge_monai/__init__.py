@@ -1,5 +1,12 @@
-"""mge-plugins adapter for MONAI (in development; the core lives in :mod:`mge_plugins`)."""
+"""mge-plugins for MONAI: Multiscale Gradient Estimation and Full-Multiscale training.
+
+Swap ``SupervisedTrainer(`` for :class:`MultiscaleSupervisedTrainer` ``(``, or pass a
+:class:`MultiscaleIteration` as ``iteration_update=`` to an unmodified ``SupervisedTrainer``.
+"""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from .engines import MultiscaleIteration, MultiscaleSupervisedTrainer
+from .transforms import RestrictLevel, RestrictLeveld
+
+__all__ = ["MultiscaleIteration", "MultiscaleSupervisedTrainer", "RestrictLevel", "RestrictLeveld"]

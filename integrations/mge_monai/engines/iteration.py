@@ -1,0 +1,256 @@
+"""The multiscale iteration for MONAI/ignite engines, usable as ``iteration_update=``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import nullcontext
+from typing import TYPE_CHECKING, Any
+
+import torch
+from monai.utils import IgniteInfo, min_version, optional_import
+from monai.utils.enums import CommonKeys as Keys
+
+from mge_plugins import (
+    CostMeter,
+    CoupledRandomness,
+    Strategy,
+    build_strategy,
+    check_level_sizes,
+    measure_level_flops,
+    mge_backward,
+    required_batch_size,
+    restrict,
+    slice_batch,
+    split_batch,
+)
+
+IterationEvents, _ = optional_import("monai.engines.utils", name="IterationEvents")
+if TYPE_CHECKING:
+    from ignite.engine import Engine
+else:
+    Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
+
+__all__ = ["MultiscaleIteration"]
+
+STATE_KEY = "mge_cost"
+
+
+class MultiscaleIteration:
+    """One training iteration of MGE or Full-Multiscale for a ``SupervisedTrainer``.
+
+    Pass it as ``iteration_update=`` to an unmodified :class:`monai.engines.SupervisedTrainer`
+    and call :meth:`attach`, or use :class:`~mge_monai.MultiscaleSupervisedTrainer`, which does both.
+    Each iteration cuts the loaded batch into the per-term batches of the step (the loader's
+    batch size bounds the largest term), restricts image and label to each term's levels on the
+    device, and backpropagates term by term with the trainer's AMP scaler.
+
+    The engine's output holds only term 0's tensors (image, label, prediction, at the step's
+    level) and scalars, so decollation and metric handlers see consistent batch sizes;
+    ``engine.state.batch`` is term 0's part of the loaded batch. The plan is a pure function of
+    ``engine.state.iteration``, so a checkpointed engine resumes in its stage; the cost counters
+    travel in ``engine.state.mge_cost``.
+
+    Args:
+        strategy: ``"full-multiscale"``, ``"mge"``, ``"single"`` or a registered name.
+        levels: coarser levels (``"mge"``) or stages minus one (``"full-multiscale"``).
+        mge_batch_size: finest-term batch; ``None`` keeps a quarter of the loaded batch and
+            grows geometrically to all of it.
+        growth: batch growth per coarser level.
+        batch_sizes: explicit per-term sizes (``"mge"``).
+        restriction: ``"area"``, ``"nearest"`` or ``"antialias"``.
+        iterations: Full-Multiscale steps (total, split by halving, or per stage); ``None`` =
+            ``max_epochs * epoch_length``.
+        mge_levels: cap on MGE levels inside Full-Multiscale stages.
+        split: ``"nested"`` or ``"disjoint"`` per-term batches.
+        size_multiple: divisor the network needs on every level; ``None`` checks with a dry
+            forward pass at the coarsest level before the first step.
+    """
+
+    def __init__(
+        self,
+        strategy: str = "full-multiscale",
+        levels: int = 2,
+        mge_batch_size: int | None = None,
+        growth: float | None = None,
+        batch_sizes: Sequence[int] | None = None,
+        restriction: str = "area",
+        iterations: int | Sequence[int] | None = None,
+        mge_levels: int | None = None,
+        split: str = "nested",
+        size_multiple: int | None = None,
+    ) -> None:
+        self.strategy_name = strategy
+        self.levels = levels
+        self.mge_batch_size = mge_batch_size
+        self.growth = growth
+        self.batch_sizes = batch_sizes
+        self.restriction = restriction
+        self.iterations = iterations
+        self.mge_levels = mge_levels
+        self.split = split
+        self.size_multiple = size_multiple
+        self.strategy: Strategy | None = None
+        self.cost = CostMeter()
+        self._checked = False
+
+    # --- setup --------------------------------------------------------------------------------
+
+    def attach(self, engine: Engine) -> None:
+        """Register the cost counters in the engine's checkpointed state."""
+        if STATE_KEY not in engine._state_dict_user_keys:
+            engine._state_dict_user_keys.append(STATE_KEY)
+        if not hasattr(engine.state, STATE_KEY):
+            setattr(engine.state, STATE_KEY, None)
+        if getattr(engine, "accumulation_steps", 1) > 1 and self.strategy_name != "single":
+            raise ValueError(
+                "accumulation_steps > 1 is not supported with multiscale strategies: MGE already accumulates "
+                "its terms; raise the loader's batch size instead"
+            )
+
+    def _build(self, engine: Engine, loaded: int, spatial_dims: int) -> Strategy:
+        levels = self.levels
+        if self.strategy_name == "single":
+            return build_strategy("single", batch_size=loaded, restriction=self.restriction)
+        derived = self.mge_batch_size is None and self.batch_sizes is None
+        if derived and self.growth is None and levels > 0:
+            growth = (loaded / max(1, loaded // 4)) ** (1 / levels)
+        else:
+            growth = self.growth if self.growth is not None else float(2**spatial_dims)
+        if self.strategy_name == "full-multiscale" and self.mge_batch_size is None:
+            below = [
+                levels - lv if self.mge_levels is None else min(self.mge_levels, levels - lv)
+                for lv in range(levels, -1, -1)
+            ]
+            batch_size: int | list[int] = [max(1, round(loaded / growth**k)) for k in below]
+        else:
+            batch_size = self.mge_batch_size or max(1, round(loaded / growth**levels))
+        iterations = self.iterations
+        if iterations is None:
+            iterations = engine.state.max_epochs * engine.state.epoch_length
+        strategy = build_strategy(
+            self.strategy_name,
+            levels=levels,
+            batch_size=batch_size,
+            growth=growth,
+            batch_sizes=self.batch_sizes,
+            restriction=self.restriction,
+            spatial_dims=spatial_dims,
+            iterations=iterations,
+            mge_levels=self.mge_levels,
+        )
+        starts = [s.start for s in strategy.schedule.stages] if hasattr(strategy, "schedule") else [0]
+        need = max(required_batch_size(strategy.plan(t).batch_sizes, self.split) for t in starts)
+        if need > loaded:
+            raise ValueError(
+                f"strategy {self.strategy_name!r} needs {need} samples per iteration (per-term sizes "
+                f"{list(strategy.max_batch_sizes)}, {self.split} split) but the loaded batch has {loaded}; "
+                f"use DataLoader(batch_size={need}) or lower mge_batch_size/growth"
+            )
+        return strategy
+
+    def _check(self, engine: Engine, inputs: torch.Tensor, args: tuple, kwargs: dict) -> None:
+        assert self.strategy is not None
+        coarsest = self.strategy.coarsest_level
+        check_level_sizes(inputs.shape[2:], coarsest, multiple=self.size_multiple or 1, what="network")
+        loss = engine.loss_function
+        window = getattr(loss, "kernel_size", None) or getattr(loss, "win_size", None)
+        if window is not None:
+            window = max(window) if isinstance(window, (tuple, list)) else int(window)
+            smallest = min(inputs.shape[2:]) // 2**coarsest
+            if window > smallest:
+                raise ValueError(
+                    f"{type(loss).__name__} uses a window of {window} px but level {coarsest} has sides of {smallest} "
+                    f"px; use win_size <= {smallest}, fewer levels, or a loss without a window (MSE/L1)"
+                )
+        if coarsest > 0 and self.size_multiple is None:
+            probe = restrict(inputs[:1], coarsest, self.restriction)
+            was_training = engine.network.training
+            engine.network.eval()
+            try:
+                with torch.no_grad():
+                    engine.inferer(probe, engine.network, *args, **kwargs)
+            except Exception as error:  # any failure of the network is reported with the level
+                raise ValueError(
+                    f"the network fails at level {coarsest} (input {tuple(probe.shape[2:])}, fine "
+                    f"{tuple(inputs.shape[2:])}): {error}. Use fewer levels or larger images, or declare "
+                    "size_multiple= to check divisibility up front"
+                ) from error
+            finally:
+                engine.network.train(was_training)
+        self._checked = True
+
+    # --- the iteration ------------------------------------------------------------------------
+
+    def __call__(self, engine: Engine, batchdata: Any) -> dict:
+        """Run one iteration on ``engine`` (the ``iteration_update`` signature)."""
+        if batchdata is None:
+            raise ValueError("Must provide batch data for current iteration.")
+        batch = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs)
+        inputs, targets = batch[0], batch[1]
+        args, kwargs = (batch[2], batch[3]) if len(batch) == 4 else ((), {})
+        if self.strategy is None:
+            self.strategy = self._build(engine, inputs.shape[0], inputs.dim() - 2)
+            saved = getattr(engine.state, STATE_KEY, None)
+            self.cost = CostMeter(inputs.dim() - 2, baseline_batch_size=inputs.shape[0])
+            if saved:
+                self.cost.load_state_dict(saved)
+        plan = self.strategy.plan(engine.state.iteration - 1)
+        first: dict[str, torch.Tensor] = {}
+        autocast = engine.amp and engine.scaler is not None
+
+        def level_loss(term: torch.Tensor, level: int) -> torch.Tensor:
+            start, stop = int(term[0]), int(term[-1]) + 1
+            x = restrict(inputs[start:stop], level, self.restriction)
+            y = restrict(targets[start:stop], level, self.restriction)
+            with torch.autocast("cuda", **engine.amp_kwargs) if autocast else nullcontext():
+                pred = engine.inferer(x, engine.network, *args, **kwargs)
+                loss = engine.loss_function(pred, y).mean()
+            if start == 0 and level == plan.level and not first:
+                first.update({Keys.IMAGE: x, Keys.LABEL: y, Keys.PRED: pred.detach()})
+            return loss
+
+        if not self._checked and self.strategy_name != "single":
+            self._check(engine, inputs, args, kwargs)
+        if self.cost.flops_per_sample is None:
+            rng = CoupledRandomness()  # measure on one sample, leaving the random streams as they were
+            rng.capture()
+            self.cost.flops_per_sample = measure_level_flops(
+                level_loss, torch.arange(1), self.strategy.coarsest_level, engine.network.parameters()
+            )
+            rng.replay()
+            first.clear()
+        if self.strategy_name == "single":
+            output = engine._iteration(engine, batchdata)
+            self._account(engine, plan)
+            return output
+
+        engine.network.train()
+        engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
+        terms = split_batch(torch.arange(inputs.shape[0]), plan.batch_sizes, self.split)
+        backward = (lambda t: engine.scaler.scale(t).backward()) if autocast else None
+        stats = mge_backward(level_loss, terms, backward=backward, base_level=plan.level, spatial_dims=inputs.dim() - 2)
+        engine.state.output = dict(first)
+        engine.state.output[Keys.LOSS] = torch.tensor(stats.fine_loss, device=inputs.device)
+        engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+        engine.fire_event(IterationEvents.LOSS_COMPLETED)
+        engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
+        if autocast:
+            engine.scaler.step(engine.optimizer)
+            engine.scaler.update()
+        else:
+            engine.optimizer.step()
+        self._account(engine, plan)
+        engine.state.output["mge_level"] = plan.level
+        engine.state.output["mge_stage"] = -1 if plan.stage is None else plan.stage
+        for k, value in enumerate(stats.term_values):
+            engine.state.output[f"mge_term_{k}"] = value
+        if isinstance(batchdata, dict):
+            engine.state.batch = slice_batch(batchdata, 0, plan.batch_sizes[0])
+        engine.fire_event(IterationEvents.MODEL_COMPLETED)
+        return engine.state.output
+
+    def _account(self, engine: Engine, plan) -> None:
+        self.cost.add(plan.batch_sizes, plan.level)
+        setattr(engine.state, STATE_KEY, self.cost.state_dict())
+        if isinstance(engine.state.output, dict):
+            engine.state.output["mge_work_saving"] = self.cost.saving

@@ -1,0 +1,74 @@
+"""``MultiscaleSupervisedTrainer``: MONAI's ``SupervisedTrainer`` with multiscale strategies."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from monai.engines import SupervisedTrainer
+
+from .iteration import MultiscaleIteration
+
+__all__ = ["MultiscaleSupervisedTrainer"]
+
+
+class MultiscaleSupervisedTrainer(SupervisedTrainer):
+    """``SupervisedTrainer`` that trains with Multiscale Gradient Estimation or Full-Multiscale.
+
+    Takes every argument of :class:`monai.engines.SupervisedTrainer` plus the strategy ones
+    (see :class:`~mge_monai.MultiscaleIteration`). With ``strategy="single"`` it runs
+    ``SupervisedTrainer``'s own iteration and only adds cost accounting. In a bundle config::
+
+        "trainer": {"_target_": "mge_monai.MultiscaleSupervisedTrainer", "strategy": "mge", ...}
+
+    Args:
+        strategy: ``"full-multiscale"`` (default), ``"mge"`` or ``"single"``.
+        levels: coarser levels (``"mge"``) or stages minus one (``"full-multiscale"``).
+        mge_batch_size: finest-term batch size (default: a quarter of the loaded batch).
+        growth: batch growth per coarser level.
+        batch_sizes: explicit per-term sizes for ``"mge"``.
+        restriction: ``"area"``, ``"nearest"`` or ``"antialias"``.
+        iterations: Full-Multiscale steps; default ``max_epochs * epoch_length``.
+        mge_levels: cap on MGE levels inside Full-Multiscale stages.
+        split: ``"nested"`` or ``"disjoint"``.
+        size_multiple: divisor the network needs on every level (else a dry forward pass checks).
+        args, kwargs: :class:`~monai.engines.SupervisedTrainer`'s arguments.
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        strategy: str = "full-multiscale",
+        levels: int = 2,
+        mge_batch_size: int | None = None,
+        growth: float | None = None,
+        batch_sizes: Sequence[int] | None = None,
+        restriction: str = "area",
+        iterations: int | Sequence[int] | None = None,
+        mge_levels: int | None = None,
+        split: str = "nested",
+        size_multiple: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if kwargs.get("iteration_update") is not None:
+            raise ValueError("MultiscaleSupervisedTrainer sets iteration_update itself; do not pass one")
+        self.multiscale = MultiscaleIteration(
+            strategy=strategy,
+            levels=levels,
+            mge_batch_size=mge_batch_size,
+            growth=growth,
+            batch_sizes=batch_sizes,
+            restriction=restriction,
+            iterations=iterations,
+            mge_levels=mge_levels,
+            split=split,
+            size_multiple=size_multiple,
+        )
+        kwargs["iteration_update"] = self.multiscale
+        super().__init__(*args, **kwargs)
+        self.multiscale.attach(self)
+
+    @property
+    def cost(self):
+        """The run's :class:`mge_plugins.CostMeter`."""
+        return self.multiscale.cost

@@ -1,0 +1,191 @@
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+monai = pytest.importorskip("monai")
+pytest.importorskip("ignite")
+
+from ignite.engine import Events  # noqa: E402
+from mge_monai import MultiscaleIteration, MultiscaleSupervisedTrainer  # noqa: E402
+from monai.data import DataLoader, Dataset  # noqa: E402
+from monai.engines import SupervisedEvaluator, SupervisedTrainer  # noqa: E402
+from monai.engines.utils import IterationEvents  # noqa: E402
+from monai.handlers import (  # noqa: E402
+    CheckpointLoader,
+    CheckpointSaver,
+    MeanSquaredError,
+    ValidationHandler,
+    from_engine,
+)
+from monai.metrics import PSNRMetric  # noqa: E402
+from monai.networks.nets import UNet  # noqa: E402
+
+
+def samples(dims: int = 2, n: int = 32, size: int = 32, seed: int = 0) -> list[dict]:
+    g = torch.Generator().manual_seed(seed)
+    grid = torch.linspace(0, 1, size)
+    axes = torch.meshgrid(*([grid] * dims), indexing="ij")
+    out = []
+    for _ in range(n):
+        f = torch.rand(dims, generator=g) * 4
+        clean = 0.5 + 0.4 * torch.cos(6.28 * sum(fi * a for fi, a in zip(f, axes)))[None]
+        out.append({"image": clean + 0.1 * torch.randn(clean.shape, generator=g), "label": clean})
+    return out
+
+
+def network(dims: int = 2, seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return UNet(spatial_dims=dims, in_channels=1, out_channels=1, channels=(8, 16), strides=(2,), num_res_units=1)
+
+
+def make(cls, *, dims=2, epochs=2, lr=1e-3, optimizer="adam", data=None, batch_size=16, model=None, **kwargs):
+    model = model or network(dims)
+    opt = (torch.optim.Adam if optimizer == "adam" else torch.optim.SGD)(model.parameters(), lr=lr)
+    loader = DataLoader(Dataset(data or samples(dims)), batch_size=batch_size, shuffle=False)
+    return cls(
+        device="cpu", max_epochs=epochs, train_data_loader=loader, network=model, optimizer=opt,
+        loss_function=torch.nn.MSELoss(), **kwargs,
+    )  # fmt: skip
+
+
+def run(trainer):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.run()
+    return trainer
+
+
+def test_single_reproduces_supervised_trainer_exactly() -> None:
+    a = run(make(SupervisedTrainer))
+    b = run(make(MultiscaleSupervisedTrainer, strategy="single"))
+    for p, q in zip(a.network.parameters(), b.network.parameters()):
+        assert torch.equal(p, q)
+    assert b.cost.steps == 4 and b.cost.saving == 1.0
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_shared_batch_mge_gradient_equals_supervised_trainer_gradient(dims: int) -> None:
+    data = samples(dims, n=8, size=16)
+    ref = make(SupervisedTrainer, dims=dims, epochs=1, optimizer="sgd", lr=1.0, data=data, batch_size=8)
+    ours = make(
+        MultiscaleSupervisedTrainer, dims=dims, epochs=1, optimizer="sgd", lr=1.0, data=data, batch_size=8,
+        strategy="mge", levels=2, batch_sizes=[8, 8, 8],
+    )  # fmt: skip
+    before = [p.detach().clone() for p in ref.network.parameters()]
+    ref.state.epoch_length = ours.state.epoch_length = 1
+    run(ref)
+    run(ours)
+    delta_ref = torch.cat([(p.detach() - b).reshape(-1) for p, b in zip(ref.network.parameters(), before)])
+    delta_ours = torch.cat([(p.detach() - b).reshape(-1) for p, b in zip(ours.network.parameters(), before)])
+    assert ((delta_ours - delta_ref).norm() / delta_ref.norm()).item() < 1e-5
+
+
+@torch.no_grad()
+def fine_psnr(model, data) -> float:
+    model.eval()
+    image = torch.stack([d["image"] for d in data])
+    label = torch.stack([d["label"] for d in data])
+    return PSNRMetric(max_val=1.0)(model(image), label).mean().item()
+
+
+@pytest.mark.parametrize("strategy", ["mge", "full-multiscale"])
+def test_stock_script_with_the_class_swapped_improves_fine_psnr(strategy: str) -> None:
+    test = samples(2, n=8, seed=9)
+    trainer = make(MultiscaleSupervisedTrainer, epochs=12, lr=3e-3, strategy=strategy, levels=2)
+    before = fine_psnr(trainer.network, test)
+    run(trainer)
+    after = fine_psnr(trainer.network, test)
+    assert after > before + 5, (before, after)
+    assert trainer.cost.saving > 1.8
+
+
+def test_iteration_update_on_an_unmodified_supervised_trainer() -> None:
+    iteration = MultiscaleIteration(strategy="mge", levels=1)
+    trainer = make(SupervisedTrainer, iteration_update=iteration)
+    iteration.attach(trainer)
+    run(trainer)
+    assert iteration.cost.steps == 4 and trainer.state.mge_cost["steps"] == 4
+
+
+def test_event_order_output_contents_and_decollation() -> None:
+    trainer = make(MultiscaleSupervisedTrainer, strategy="full-multiscale", levels=1, epochs=3)
+    events, outputs = [], []
+    for event in (IterationEvents.FORWARD_COMPLETED, IterationEvents.LOSS_COMPLETED,
+                  IterationEvents.BACKWARD_COMPLETED, IterationEvents.MODEL_COMPLETED):  # fmt: skip
+        trainer.add_event_handler(event, lambda engine, e=event: events.append(e))
+
+    @trainer.on(Events.ITERATION_COMPLETED)
+    def record(engine) -> None:
+        outputs.append(engine.state.output)
+
+    run(trainer)
+    assert events[:4] == [
+        IterationEvents.FORWARD_COMPLETED, IterationEvents.LOSS_COMPLETED,
+        IterationEvents.BACKWARD_COMPLETED, IterationEvents.MODEL_COMPLETED,
+    ]  # fmt: skip
+    assert len(events) == 4 * 6
+    for output in outputs:
+        assert isinstance(output, list)  # decollated per sample
+        for item in output:
+            assert all(value is not None for value in item.values())
+            assert {"image", "label", "pred", "loss", "mge_level", "mge_work_saving"} <= set(item)
+    # Stage 0 (level 1): 16 samples at 16 px; stage 1 (level 0): term 0 has 4 samples at 32 px.
+    assert len(outputs[0]) == 16 and outputs[0][0]["pred"].shape[-1] == 16
+    assert len(outputs[-1]) == 4 and outputs[-1][0]["pred"].shape[-1] == 32
+    assert [o[0]["mge_level"] for o in outputs] == [1, 1, 1, 1, 0, 0]
+
+
+def test_validation_handler_evaluates_at_the_fine_level() -> None:
+    model = network()
+    val_loader = DataLoader(Dataset(samples(n=8, seed=4)), batch_size=8)
+    evaluator = SupervisedEvaluator(
+        device="cpu", val_data_loader=val_loader, network=model,
+        key_val_metric={"mse": MeanSquaredError(output_transform=from_engine(["pred", "label"]))},
+    )  # fmt: skip
+    trainer = make(
+        MultiscaleSupervisedTrainer, model=model, strategy="full-multiscale", epochs=8, lr=3e-3,
+        train_handlers=[ValidationHandler(validator=evaluator, interval=1)],
+    )  # fmt: skip
+    history = []
+    evaluator.add_event_handler(Events.EPOCH_COMPLETED, lambda engine: history.append(engine.state.metrics["mse"]))
+    run(trainer)
+    assert len(history) == 8 and history[-1] < 0.5 * history[0]
+    assert evaluator.state.output[0]["pred"].shape[-1] == 32
+
+
+def test_checkpoint_and_resume_match_an_uninterrupted_run(tmp_path) -> None:
+    kwargs = dict(strategy="full-multiscale", levels=2, iterations=16, epochs=8)
+    full = run(make(MultiscaleSupervisedTrainer, **kwargs))
+
+    first = make(MultiscaleSupervisedTrainer, **kwargs)
+    saver = CheckpointSaver(
+        save_dir=str(tmp_path), save_dict={"net": first.network, "opt": first.optimizer, "trainer": first},
+        save_interval=1, n_saved=None,
+    )  # fmt: skip
+    saver.attach(first)
+
+    @first.on(Events.EPOCH_COMPLETED(once=3))
+    def interrupt(engine) -> None:
+        engine.terminate()
+
+    run(first)
+    checkpoint = sorted(tmp_path.glob("*epoch=3.pt"))[0]
+    resumed = make(MultiscaleSupervisedTrainer, **kwargs)
+    CheckpointLoader(
+        load_path=str(checkpoint), load_dict={"net": resumed.network, "opt": resumed.optimizer, "trainer": resumed}
+    ).attach(resumed)
+    levels = []
+
+    @resumed.on(Events.ITERATION_COMPLETED)
+    def level(engine) -> None:
+        levels.append(engine.state.output[0]["mge_level"])
+
+    run(resumed)
+    # 16 iterations split 9/5/2 over levels 2, 1, 0; the resumed run starts at iteration 7 (index 6).
+    assert levels == [2, 2, 2, 1, 1, 1, 1, 1, 0, 0]
+    assert resumed.cost.steps == full.cost.steps == 16
+    for p, q in zip(full.network.parameters(), resumed.network.parameters()):
+        assert torch.equal(p, q)
