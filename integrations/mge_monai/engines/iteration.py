@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import nullcontext
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -41,7 +42,8 @@ class MultiscaleIteration:
     Pass it as ``iteration_update=`` to an unmodified :class:`monai.engines.SupervisedTrainer`
     and call :meth:`attach`, or use :class:`~mge_monai.MultiscaleSupervisedTrainer`, which does both.
     Each iteration cuts the loaded batch into the per-term batches of the step (the loader's
-    batch size bounds the largest term), restricts image and label to each term's levels on the
+    batch size bounds the largest term; a short last batch caps every term at its size),
+    restricts image and label to each term's levels on the
     device, and backpropagates term by term with the trainer's AMP scaler.
 
     The engine's output holds only term 0's tensors (image, label, prediction, at the step's
@@ -224,9 +226,12 @@ class MultiscaleIteration:
             self._account(engine, plan)
             return output
 
+        loaded = inputs.shape[0]
+        if self.split == "nested" and max(plan.batch_sizes) > loaded:  # a short last batch: cap each term
+            plan = replace(plan, batch_sizes=tuple(min(n, loaded) for n in plan.batch_sizes))
         engine.network.train()
         engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
-        terms = split_batch(torch.arange(inputs.shape[0]), plan.batch_sizes, self.split)
+        terms = split_batch(torch.arange(loaded), plan.batch_sizes, self.split)
         backward = (lambda t: engine.scaler.scale(t).backward()) if autocast else None
         stats = mge_backward(level_loss, terms, backward=backward, base_level=plan.level, spatial_dims=inputs.dim() - 2)
         engine.state.output = dict(first)
