@@ -13,11 +13,10 @@ monai = pytest.importorskip("monai")
 pytest.importorskip("ignite")
 pytest.importorskip("nibabel")
 
-from monai.bundle import ConfigWorkflow  # noqa: E402
-from monai.transforms import LoadImage  # noqa: E402
-
 import mge_monai  # noqa: E402
 from mge_monai.data import nifti_files, write_synthetic_volumes  # noqa: E402
+from monai.bundle import ConfigWorkflow  # noqa: E402
+from monai.transforms import LoadImage  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 BUNDLE = Path(mge_monai.__file__).parent / "bundles" / "multiscale_reconstruction"
