@@ -34,6 +34,7 @@ from .strategies import (
     build_strategy,
     get_strategy,
     register_strategy,
+    strategy_for_loader,
 )
 
 __version__ = "0.1.0"
@@ -79,4 +80,5 @@ __all__ = [
     "split_batch",
     "step_flops",
     "step_work_units",
+    "strategy_for_loader",
 ]

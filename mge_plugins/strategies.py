@@ -36,6 +36,7 @@ __all__ = [
     "build_strategy",
     "get_strategy",
     "register_strategy",
+    "strategy_for_loader",
 ]
 
 ENTRY_POINT_GROUP = "mge_plugins.strategies"
@@ -292,3 +293,74 @@ def build_strategy(name: str, **options: Any) -> Strategy:
         (2, 8, 32)
     """
     return get_strategy(name)(StrategyOptions(**options))
+
+
+def strategy_for_loader(
+    name: str,
+    loaded_batch_size: int,
+    *,
+    levels: int = 2,
+    mge_batch_size: int | None = None,
+    growth: float | None = None,
+    batch_sizes: Sequence[int] | None = None,
+    restriction: str = "area",
+    spatial_dims: int = 2,
+    iterations: int | Sequence[int] = 3750,
+    mge_levels: int | None = None,
+    split: str = "nested",
+) -> Strategy:
+    """Build a strategy whose per-term batches are cut from loaded batches of ``loaded_batch_size``.
+
+    Hosts with one data loader use this. Unless ``mge_batch_size``, ``growth`` or ``batch_sizes``
+    say otherwise, the finest term keeps ``B // 4`` of a loaded batch of ``B`` and the sizes grow
+    geometrically to ``B`` at the coarsest level (``B = 16``, 2 levels: 4, 8, 16); each
+    Full-Multiscale stage ends its terms at ``B``, so the coarsest stage trains on the whole batch.
+
+    Raises:
+        ValueError: when the strategy needs more samples per step than a loaded batch holds,
+            naming the batch size to load.
+
+    Example:
+        >>> strategy_for_loader("mge", 16, levels=2).plan(0).batch_sizes
+        (4, 8, 16)
+        >>> [s.batch_sizes for s in strategy_for_loader("full-multiscale", 16, iterations=7).schedule.stages]
+        [(16,), (8, 16), (4, 8, 16)]
+    """
+    from .batching import required_batch_size
+
+    loaded = int(loaded_batch_size)
+    if name == "single":
+        return build_strategy("single", batch_size=loaded, restriction=restriction)
+    derived = mge_batch_size is None and batch_sizes is None
+    if derived and growth is None and levels > 0:
+        growth = (loaded / max(1, loaded // 4)) ** (1 / levels)
+    elif growth is None:
+        growth = float(2**spatial_dims)
+    if derived and levels > 0:
+        growth = max(1.0, min(growth, loaded ** (1 / levels)))
+    if name == "full-multiscale" and mge_batch_size is None:
+        below = [levels - lv if mge_levels is None else min(mge_levels, levels - lv) for lv in range(levels, -1, -1)]
+        batch_size: int | list[int] = [max(1, round(loaded / growth**k)) for k in below]
+    else:
+        batch_size = mge_batch_size or max(1, round(loaded / growth**levels))
+    strategy = build_strategy(
+        name,
+        levels=levels,
+        batch_size=batch_size,
+        growth=growth,
+        batch_sizes=batch_sizes,
+        restriction=restriction,
+        spatial_dims=spatial_dims,
+        iterations=iterations,
+        mge_levels=mge_levels,
+    )
+    schedule = getattr(strategy, "schedule", None)
+    starts = [s.start for s in schedule.stages] if schedule is not None else [0]
+    need = max(required_batch_size(strategy.plan(t).batch_sizes, split) for t in starts)
+    if need > loaded:
+        raise ValueError(
+            f"strategy {name!r} needs {need} samples per step (per-term sizes {list(strategy.max_batch_sizes)}, "
+            f"{split} split) but the loaded batches hold {loaded}; use DataLoader(batch_size={need}) or lower "
+            "mge_batch_size/growth"
+        )
+    return strategy

@@ -101,3 +101,19 @@ def test_strategy_checks_image_size_against_its_coarsest_level() -> None:
     with pytest.raises(ValueError, match=r"80 \(axis W\) gives side 20 at level 2.*64 or 96.*levels <= 1"):
         fms.check_image_size((128, 80), multiple=8)
     build_strategy("single").check_image_size((81, 81))
+
+
+def test_strategy_for_loader_derives_terms_from_the_loaded_batch() -> None:
+    from mge_plugins import strategy_for_loader
+
+    assert strategy_for_loader("mge", 16, levels=2).plan(0).batch_sizes == (4, 8, 16)
+    assert strategy_for_loader("mge", 8, levels=1, spatial_dims=3).plan(0).batch_sizes == (2, 8)
+    # An explicit finest batch keeps the default growth (4 in 2D), capped so the terms fit the batch.
+    assert strategy_for_loader("mge", 32, levels=2, mge_batch_size=2).plan(0).batch_sizes == (2, 8, 32)
+    fms = strategy_for_loader("full-multiscale", 16, levels=2, iterations=7, mge_levels=1)
+    assert [s.batch_sizes for s in fms.schedule.stages] == [(16,), (8, 16), (8, 16)]
+    assert strategy_for_loader("single", 12).plan(3).batch_sizes == (12,)
+    with pytest.raises(ValueError, match=r"needs 64 samples.*loaded batches hold 16.*DataLoader\(batch_size=64\)"):
+        strategy_for_loader("mge", 16, levels=2, batch_sizes=[4, 16, 64])
+    with pytest.raises(ValueError, match=r"needs 28 samples.*disjoint"):
+        strategy_for_loader("mge", 16, levels=2, split="disjoint")

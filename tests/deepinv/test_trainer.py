@@ -182,7 +182,7 @@ def test_network_that_breaks_at_the_coarsest_level_is_reported_before_training()
 
 def test_loader_too_small_for_explicit_sizes() -> None:
     trainer = make_trainer(MultiscaleTrainer, strategy="mge", levels=2, batch_sizes=[4, 16, 64])
-    with pytest.raises(ValueError, match=r"needs 64 samples.*batches of 16; use DataLoader\(batch_size=64\)"):
+    with pytest.raises(ValueError, match=r"needs 64 samples.*batches hold 16; use DataLoader\(batch_size=64\)"):
         train(trainer)
 
 

@@ -16,15 +16,13 @@ from mge_plugins import (
     CostMeter,
     CoupledRandomness,
     Strategy,
-    build_strategy,
     check_level_sizes,
-    default_growth,
     halving_split,
     measure_level_flops,
     mge_backward,
-    required_batch_size,
     restrict,
     split_batch,
+    strategy_for_loader,
 )
 
 from .levels import LevelPoser, check_losses, level_losses, slice_physics
@@ -141,59 +139,28 @@ class MultiscaleTrainer(Trainer):
         return min(self.epochs * batches, self.max_batch_steps + 1)
 
     def _build_strategy(self) -> Strategy:
-        if self.strategy == "single":
-            return build_strategy("single", batch_size=self._loader_batch_size(), restriction=self.restriction)
-        loaded = self._loader_batch_size()
-        dims = self._spatial_dims()
-        levels = self.levels
-        derived = self.mge_batch_size is None and self.batch_sizes is None
-        if derived and self.growth is None and levels > 0:
-            # The finest term keeps a quarter of the loaded batch; sizes grow geometrically to all of it.
-            growth = (loaded / max(1, loaded // 4)) ** (1 / levels)
-        else:
-            growth = self.growth if self.growth is not None else default_growth(dims)
-            if derived and levels > 0:
-                growth = max(1.0, min(growth, loaded ** (1 / levels)))
-        if self.strategy == "full-multiscale":
-            if self.mge_batch_size is not None:
-                batch_size: int | list[int] = self.mge_batch_size
-            else:
-                below = [
-                    levels - lv if self.mge_levels is None else min(self.mge_levels, levels - lv)
-                    for lv in range(levels, -1, -1)
-                ]
-                batch_size = [max(1, round(loaded / growth**k)) for k in below]
-        else:
-            batch_size = self.mge_batch_size or max(1, round(loaded / growth**levels))
         iterations = self.iterations if self.iterations is not None else self._total_iterations()
         if self.strategy == "full-multiscale" and isinstance(iterations, int):
             try:
-                halving_split(iterations, levels + 1)
+                halving_split(iterations, self.levels + 1)
             except ValueError as error:
                 raise ValueError(
-                    f"full-multiscale with levels={levels} has {levels + 1} stages, but this run has only "
+                    f"full-multiscale with levels={self.levels} has {self.levels + 1} stages, but this run has only "
                     f"{iterations} iterations (epochs x batches per epoch): {error}"
                 ) from error
-        strategy = build_strategy(
+        return strategy_for_loader(
             self.strategy,
-            levels=levels,
-            batch_size=batch_size,
-            growth=growth,
+            self._loader_batch_size(),
+            levels=self.levels,
+            mge_batch_size=self.mge_batch_size,
+            growth=self.growth,
             batch_sizes=self.batch_sizes,
             restriction=self.restriction,
-            spatial_dims=dims,
+            spatial_dims=self._spatial_dims(),
             iterations=iterations,
             mge_levels=self.mge_levels,
+            split=self.split,
         )
-        stage_starts = [s.start for s in strategy.schedule.stages] if hasattr(strategy, "schedule") else [0]
-        need = max(required_batch_size(strategy.plan(t).batch_sizes, self.split) for t in stage_starts)
-        if need > loaded:
-            raise ValueError(
-                f"strategy {self.strategy!r} needs {need} samples per step (per-term sizes "
-                f"{list(strategy.max_batch_sizes)}, {self.split} split) but the train dataloader gives batches of "
-                f"{loaded}; use DataLoader(batch_size={need}) or lower mge_batch_size/growth"
-            )
-        return strategy
 
     # --- training step -------------------------------------------------------------------
 

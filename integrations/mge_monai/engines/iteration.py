@@ -15,14 +15,13 @@ from mge_plugins import (
     CostMeter,
     CoupledRandomness,
     Strategy,
-    build_strategy,
     check_level_sizes,
     measure_level_flops,
     mge_backward,
-    required_batch_size,
     restrict,
     slice_batch,
     split_batch,
+    strategy_for_loader,
 )
 
 IterationEvents, _ = optional_import("monai.engines.utils", name="IterationEvents")
@@ -110,45 +109,22 @@ class MultiscaleIteration:
             )
 
     def _build(self, engine: Engine, loaded: int, spatial_dims: int) -> Strategy:
-        levels = self.levels
-        if self.strategy_name == "single":
-            return build_strategy("single", batch_size=loaded, restriction=self.restriction)
-        derived = self.mge_batch_size is None and self.batch_sizes is None
-        if derived and self.growth is None and levels > 0:
-            growth = (loaded / max(1, loaded // 4)) ** (1 / levels)
-        else:
-            growth = self.growth if self.growth is not None else float(2**spatial_dims)
-        if self.strategy_name == "full-multiscale" and self.mge_batch_size is None:
-            below = [
-                levels - lv if self.mge_levels is None else min(self.mge_levels, levels - lv)
-                for lv in range(levels, -1, -1)
-            ]
-            batch_size: int | list[int] = [max(1, round(loaded / growth**k)) for k in below]
-        else:
-            batch_size = self.mge_batch_size or max(1, round(loaded / growth**levels))
         iterations = self.iterations
         if iterations is None:
             iterations = engine.state.max_epochs * engine.state.epoch_length
-        strategy = build_strategy(
+        return strategy_for_loader(
             self.strategy_name,
-            levels=levels,
-            batch_size=batch_size,
-            growth=growth,
+            loaded,
+            levels=self.levels,
+            mge_batch_size=self.mge_batch_size,
+            growth=self.growth,
             batch_sizes=self.batch_sizes,
             restriction=self.restriction,
             spatial_dims=spatial_dims,
             iterations=iterations,
             mge_levels=self.mge_levels,
+            split=self.split,
         )
-        starts = [s.start for s in strategy.schedule.stages] if hasattr(strategy, "schedule") else [0]
-        need = max(required_batch_size(strategy.plan(t).batch_sizes, self.split) for t in starts)
-        if need > loaded:
-            raise ValueError(
-                f"strategy {self.strategy_name!r} needs {need} samples per iteration (per-term sizes "
-                f"{list(strategy.max_batch_sizes)}, {self.split} split) but the loaded batch has {loaded}; "
-                f"use DataLoader(batch_size={need}) or lower mge_batch_size/growth"
-            )
-        return strategy
 
     def _check(self, engine: Engine, inputs: torch.Tensor, args: tuple, kwargs: dict) -> None:
         assert self.strategy is not None
