@@ -13,6 +13,7 @@ from ignite.handlers import ProgressBar
 from mge_monai import MultiscaleSupervisedTrainer
 from monai.data import DataLoader
 from monai.metrics import PSNRMetric, SSIMMetric
+from monai.utils import set_determinism
 
 
 def parse_args(description: str, tasks: tuple[str, ...], size: int, batch_size: int) -> argparse.Namespace:
@@ -27,7 +28,10 @@ def parse_args(description: str, tasks: tuple[str, ...], size: int, batch_size: 
     parser.add_argument("--data", type=Path, help="folder of input files (default: bundled or synthetic data)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, default=Path("results"))
-    return parser.parse_args()
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    set_determinism(seed=args.seed)  # same crops and noise for every strategy
+    return args
 
 
 def train_and_report(args, name: str, network, train_set, test_batch: dict, loss=None) -> dict:
