@@ -7,6 +7,13 @@ Swap ``SupervisedTrainer(`` for :class:`MultiscaleSupervisedTrainer` ``(``, or p
 from __future__ import annotations
 
 from .engines import MultiscaleIteration, MultiscaleSupervisedTrainer
+from .sampler import MultiscaleBatchSampler
 from .transforms import RestrictLevel, RestrictLeveld
 
-__all__ = ["MultiscaleIteration", "MultiscaleSupervisedTrainer", "RestrictLevel", "RestrictLeveld"]
+__all__ = [
+    "MultiscaleBatchSampler",
+    "MultiscaleIteration",
+    "MultiscaleSupervisedTrainer",
+    "RestrictLevel",
+    "RestrictLeveld",
+]

@@ -52,7 +52,9 @@ class MultiscaleIteration:
     travel in ``engine.state.mge_cost``.
 
     Args:
-        strategy: ``"full-multiscale"``, ``"mge"``, ``"single"`` or a registered name.
+        strategy: ``"full-multiscale"``, ``"mge"``, ``"single"``, a registered name, or a built
+            :class:`~mge_plugins.Strategy` (e.g. the one given to a
+            :class:`~mge_monai.MultiscaleBatchSampler`, whose batches then fit every step).
         levels: coarser levels (``"mge"``) or stages minus one (``"full-multiscale"``).
         mge_batch_size: finest-term batch; ``None`` keeps a quarter of the loaded batch and
             grows geometrically to all of it.
@@ -69,7 +71,7 @@ class MultiscaleIteration:
 
     def __init__(
         self,
-        strategy: str = "full-multiscale",
+        strategy: str | Strategy = "full-multiscale",
         levels: int = 2,
         mge_batch_size: int | None = None,
         growth: float | None = None,
@@ -80,7 +82,7 @@ class MultiscaleIteration:
         split: str = "nested",
         size_multiple: int | None = None,
     ) -> None:
-        self.strategy_name = strategy
+        self.strategy_name = strategy if isinstance(strategy, str) else strategy.name
         self.levels = levels
         self.mge_batch_size = mge_batch_size
         self.growth = growth
@@ -90,8 +92,9 @@ class MultiscaleIteration:
         self.mge_levels = mge_levels
         self.split = split
         self.size_multiple = size_multiple
-        self.strategy: Strategy | None = None
+        self.strategy: Strategy | None = None if isinstance(strategy, str) else strategy
         self.cost = CostMeter()
+        self._cost_ready = False
         self._checked = False
 
     # --- setup --------------------------------------------------------------------------------
@@ -168,10 +171,13 @@ class MultiscaleIteration:
         args, kwargs = (batch[2], batch[3]) if len(batch) == 4 else ((), {})
         if self.strategy is None:
             self.strategy = self._build(engine, inputs.shape[0], inputs.dim() - 2)
+        if not self._cost_ready:
             saved = getattr(engine.state, STATE_KEY, None)
-            self.cost = CostMeter(inputs.dim() - 2, baseline_batch_size=inputs.shape[0])
+            baseline = inputs.shape[0] if self.strategy_name == "single" else max(self.strategy.max_batch_sizes)
+            self.cost = CostMeter(inputs.dim() - 2, baseline_batch_size=baseline)
             if saved:
                 self.cost.load_state_dict(saved)
+            self._cost_ready = True
         plan = self.strategy.plan(engine.state.iteration - 1)
         first: dict[str, torch.Tensor] = {}
         autocast = engine.amp and engine.scaler is not None

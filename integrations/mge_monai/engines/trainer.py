@@ -7,6 +7,8 @@ from typing import Any
 
 from monai.engines import SupervisedTrainer
 
+from mge_plugins import Strategy
+
 from .iteration import MultiscaleIteration
 
 __all__ = ["MultiscaleSupervisedTrainer"]
@@ -22,7 +24,8 @@ class MultiscaleSupervisedTrainer(SupervisedTrainer):
         "trainer": {"_target_": "mge_monai.MultiscaleSupervisedTrainer", "strategy": "mge", ...}
 
     Args:
-        strategy: ``"full-multiscale"`` (default), ``"mge"`` or ``"single"``.
+        strategy: ``"full-multiscale"`` (default), ``"mge"``, ``"single"``, or a built strategy
+            (the one given to a :class:`~mge_monai.MultiscaleBatchSampler`).
         levels: coarser levels (``"mge"``) or stages minus one (``"full-multiscale"``).
         mge_batch_size: finest-term batch size (default: a quarter of the loaded batch).
         growth: batch growth per coarser level.
@@ -38,7 +41,7 @@ class MultiscaleSupervisedTrainer(SupervisedTrainer):
     def __init__(
         self,
         *args: Any,
-        strategy: str = "full-multiscale",
+        strategy: str | Strategy = "full-multiscale",
         levels: int = 2,
         mge_batch_size: int | None = None,
         growth: float | None = None,
