@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from .engines import MultiscaleIteration, MultiscaleSupervisedTrainer
 from .sampler import MultiscaleBatchSampler
-from .transforms import RestrictLevel, RestrictLeveld
+from .transforms import LevelPyramidd, RestrictLevel, RestrictLeveld, pyramid_key
 
 __all__ = [
+    "LevelPyramidd",
     "MultiscaleBatchSampler",
     "MultiscaleIteration",
     "MultiscaleSupervisedTrainer",
     "RestrictLevel",
     "RestrictLeveld",
+    "pyramid_key",
 ]

@@ -47,8 +47,8 @@ class MultiscaleBatchSampler(Sampler[list[int]]):
         for index in self.sampler:
             batch.append(int(index))
             if len(batch) == need:
+                self.iteration += 1  # counted when handed out, so the count never lags the consumer
                 yield batch
-                self.iteration += 1
                 batch, need = [], self.batch_size_at(self.iteration)
 
     def __len__(self) -> int:

@@ -86,3 +86,26 @@ def test_trainer_with_the_batch_sampler_loads_only_what_each_stage_needs() -> No
     stage_sizes = [strategy.plan(t).batch_sizes for t in range(14)]
     assert len(loaded) == sum(max(s) for s in stage_sizes) == 8 * 1 + 4 * 4 + 2 * 16  # not 14 x 16
     assert trainer.cost.steps == 14
+
+
+def test_attached_sampler_resumes_at_the_engines_iteration() -> None:
+    strategy = fms()
+    batch_sampler = MultiscaleBatchSampler(SequentialSampler(range(64)), strategy)
+    model = network()
+    loader = DataLoader(samples(n=64), batch_sampler=batch_sampler, collate_fn=monai.data.list_data_collate)
+    trainer = MultiscaleSupervisedTrainer(
+        device="cpu", max_epochs=7, epoch_length=2, train_data_loader=loader, network=model,
+        optimizer=torch.optim.Adam(model.parameters(), 1e-3), loss_function=torch.nn.MSELoss(), strategy=strategy,
+    )  # fmt: skip
+    batch_sampler.attach(trainer)
+    trainer.state.iteration, trainer.state.epoch = 10, 5  # as CheckpointLoader restores them
+    sizes = []
+    trainer.add_event_handler(
+        monai.engines.utils.IterationEvents.MODEL_COMPLETED, lambda e: sizes.append(len(e.state.batch))
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.run()
+    # Iterations 10..13: stage (1, 4) twice, then stage (1, 4, 16) twice; state.batch is term 0 (1 sample).
+    assert batch_sampler.iteration == 14 and sizes == [1, 1, 1, 1]
+    assert [strategy.plan(t).batch_sizes for t in (10, 12)] == [(1, 4), (1, 4, 16)]

@@ -19,10 +19,13 @@ from mge_plugins import (
     measure_level_flops,
     mge_backward,
     restrict,
+    restricted_randn,
     slice_batch,
     split_batch,
     strategy_for_loader,
 )
+
+from ..transforms.level import pyramid_key
 
 IterationEvents, _ = optional_import("monai.engines.utils", name="IterationEvents")
 if TYPE_CHECKING:
@@ -67,6 +70,14 @@ class MultiscaleIteration:
         split: ``"nested"`` or ``"disjoint"`` per-term batches.
         size_multiple: divisor the network needs on every level; ``None`` checks with a dry
             forward pass at the coarsest level before the first step.
+        noise_sigma: when set, the input of every level is built on the device as the clean
+            label at that level (from a cached :class:`~mge_monai.LevelPyramidd` pyramid when the
+            batch has one, else restricted) plus Gaussian noise drawn at the fine grid and
+            restricted, so both halves of each MGE term see the same noise. The loaded
+            ``image`` is then ignored.
+        keep_noise_std: with ``noise_sigma``, keep the per-pixel std on coarse levels (default)
+            or let it fall as the restricted noise does (``sigma / 2**(d/2)`` per level).
+        label_key: key of the clean image in the batch, for the cached pyramid.
     """
 
     def __init__(
@@ -81,7 +92,13 @@ class MultiscaleIteration:
         mge_levels: int | None = None,
         split: str = "nested",
         size_multiple: int | None = None,
+        noise_sigma: float | None = None,
+        keep_noise_std: bool = True,
+        label_key: str = "label",
     ) -> None:
+        self.noise_sigma = noise_sigma
+        self.keep_noise_std = keep_noise_std
+        self.label_key = label_key
         self.strategy_name = strategy if isinstance(strategy, str) else strategy.name
         self.levels = levels
         self.mge_batch_size = mge_batch_size
@@ -184,8 +201,15 @@ class MultiscaleIteration:
 
         def level_loss(term: torch.Tensor, level: int) -> torch.Tensor:
             start, stop = int(term[0]), int(term[-1]) + 1
-            x = restrict(inputs[start:stop], level, self.restriction)
-            y = restrict(targets[start:stop], level, self.restriction)
+            y = self._clean(batchdata, targets, start, stop, level)
+            if self.noise_sigma is None:
+                x = restrict(inputs[start:stop], level, self.restriction)
+            else:
+                fine_shape = targets[start:stop].shape
+                noise = restricted_randn(
+                    fine_shape, level, keep_std=self.keep_noise_std, dtype=y.dtype, device=y.device
+                )
+                x = y + self.noise_sigma * noise
             with torch.autocast("cuda", **engine.amp_kwargs) if autocast else nullcontext():
                 pred = engine.inferer(x, engine.network, *args, **kwargs)
                 loss = engine.loss_function(pred, y).mean()
@@ -235,6 +259,14 @@ class MultiscaleIteration:
             engine.state.batch = slice_batch(batchdata, 0, plan.batch_sizes[0])
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
         return engine.state.output
+
+    def _clean(self, batchdata: Any, targets: torch.Tensor, start: int, stop: int, level: int) -> torch.Tensor:
+        """The clean label of samples ``start:stop`` at ``level``: cached pyramid or restriction."""
+        key = pyramid_key(self.label_key, level)
+        if level > 0 and isinstance(batchdata, dict) and key in batchdata:
+            cached = batchdata[key][start:stop]
+            return torch.as_tensor(cached).to(device=targets.device, dtype=targets.dtype)
+        return restrict(targets[start:stop], level, self.restriction)
 
     def _account(self, engine: Engine, plan) -> None:
         self.cost.add(plan.batch_sizes, plan.level)

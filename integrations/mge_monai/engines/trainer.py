@@ -35,6 +35,8 @@ class MultiscaleSupervisedTrainer(SupervisedTrainer):
         mge_levels: cap on MGE levels inside Full-Multiscale stages.
         split: ``"nested"`` or ``"disjoint"``.
         size_multiple: divisor the network needs on every level (else a dry forward pass checks).
+        noise_sigma: build each level's input from the clean label plus coupled Gaussian noise.
+        keep_noise_std: keep the per-pixel noise std on coarse levels (with ``noise_sigma``).
         args, kwargs: :class:`~monai.engines.SupervisedTrainer`'s arguments.
     """
 
@@ -51,6 +53,8 @@ class MultiscaleSupervisedTrainer(SupervisedTrainer):
         mge_levels: int | None = None,
         split: str = "nested",
         size_multiple: int | None = None,
+        noise_sigma: float | None = None,
+        keep_noise_std: bool = True,
         **kwargs: Any,
     ) -> None:
         if kwargs.get("iteration_update") is not None:
@@ -66,6 +70,8 @@ class MultiscaleSupervisedTrainer(SupervisedTrainer):
             mge_levels=mge_levels,
             split=split,
             size_multiple=size_multiple,
+            noise_sigma=noise_sigma,
+            keep_noise_std=keep_noise_std,
         )
         kwargs["iteration_update"] = self.multiscale
         super().__init__(*args, **kwargs)

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from .level import RestrictLevel, RestrictLeveld
+from .level import LevelPyramidd, RestrictLevel, RestrictLeveld, pyramid_key
 
-__all__ = ["RestrictLevel", "RestrictLeveld"]
+__all__ = ["LevelPyramidd", "RestrictLevel", "RestrictLeveld", "pyramid_key"]

@@ -10,7 +10,7 @@ from monai.transforms import MapTransform, Resize, Transform
 
 from mge_plugins import check_level_sizes
 
-__all__ = ["RestrictLevel", "RestrictLeveld"]
+__all__ = ["LevelPyramidd", "RestrictLevel", "RestrictLeveld", "pyramid_key"]
 
 _MODES = {"area": "area", "nearest": "nearest"}
 
@@ -67,4 +67,40 @@ class RestrictLeveld(MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             d[key] = self.restrict(d[key])
+        return d
+
+
+def pyramid_key(key: Hashable, level: int) -> str:
+    """Name under which :class:`LevelPyramidd` stores ``key`` at ``level``."""
+    return f"{key}_level{level}"
+
+
+class LevelPyramidd(MapTransform):
+    """Store the restrictions of ``keys`` at levels ``1..levels`` as ``"{key}_level{k}"``.
+
+    Deterministic, so ``CacheDataset`` caches the whole clean pyramid once; with
+    ``MultiscaleIteration(noise_sigma=...)`` the engine then adds coupled, level-scaled Gaussian
+    noise on the device instead of restricting a noisy fine image at every step.
+
+    Args:
+        keys: keys of the clean images (e.g. ``"label"``).
+        levels: deepest level to store.
+        method: ``"area"`` or ``"nearest"``.
+        allow_missing_keys: don't raise for missing keys.
+    """
+
+    def __init__(
+        self, keys: KeysCollection, levels: int = 2, method: str = "area", allow_missing_keys: bool = False
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.restrictions = [RestrictLevel(1, method) for _ in range(levels)]
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        """Add the pyramid of every listed key to ``data``."""
+        d = dict(data)
+        for key in self.key_iterator(d):
+            current = d[key]
+            for level, restriction in enumerate(self.restrictions, start=1):
+                current = restriction(current)
+                d[pyramid_key(key, level)] = current
         return d

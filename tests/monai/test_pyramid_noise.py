@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+monai = pytest.importorskip("monai")
+pytest.importorskip("ignite")
+
+from mge_monai import LevelPyramidd, MultiscaleSupervisedTrainer  # noqa: E402
+from monai.data import CacheDataset, DataLoader  # noqa: E402
+
+from mge_plugins import restrict  # noqa: E402
+
+from .test_engines import network, samples  # noqa: E402
+
+
+def test_level_pyramid_is_cached_and_equals_restriction() -> None:
+    data = [{"label": torch.rand(1, 16, 16)} for _ in range(3)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dataset = CacheDataset(data, LevelPyramidd("label", levels=2), progress=False)
+    item = dataset[1]
+    assert set(item) == {"label", "label_level1", "label_level2"}
+    torch.testing.assert_close(torch.as_tensor(item["label_level2"]), restrict(data[1]["label"][None], 2)[0])
+
+
+def trainer_with_spy(keep: bool, data: list[dict]):
+    model = network()
+    seen = []
+
+    class Spy(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, x):
+            seen.append(x.detach().clone())
+            return self.model(x)
+
+    spy = Spy()
+    trainer = MultiscaleSupervisedTrainer(
+        device="cpu", max_epochs=1, epoch_length=1, train_data_loader=DataLoader(data, batch_size=16), network=spy,
+        optimizer=torch.optim.Adam(model.parameters(), 1e-3), loss_function=torch.nn.MSELoss(),
+        strategy="mge", levels=1, batch_sizes=[4, 16], noise_sigma=0.1, keep_noise_std=keep, size_multiple=1,
+    )  # fmt: skip
+    return trainer, seen
+
+
+@pytest.mark.parametrize("keep, factor", [(False, 1.0), (True, 2.0)])
+def test_level_noise_is_coupled_across_the_two_halves_of_a_term(keep: bool, factor: float) -> None:
+    data = samples(n=16)
+    trainer, seen = trainer_with_spy(keep, data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.run()
+    # Calls: FLOP probe (levels 0, 1), then term 0 at levels 0 and 1, term 1 at level 1.
+    fine, coarse = seen[2], seen[3]
+    clean = torch.stack([d["label"] for d in data[:4]])
+    noise_fine, noise_coarse = fine - clean, coarse - restrict(clean, 1)
+    assert noise_fine.std().item() == pytest.approx(0.1, rel=0.1)
+    # The coarse noise is the restriction of the fine draw (x2 per-pixel std kept in 2D when keep).
+    torch.testing.assert_close(noise_coarse, factor * restrict(noise_fine, 1), rtol=1e-4, atol=1e-5)
+
+
+def test_cached_pyramid_replaces_the_restriction_of_the_label() -> None:
+    data = samples(n=16)
+    for item in data:
+        item["label_level1"] = torch.full((1, 16, 16), 0.25)  # a sentinel instead of the real restriction
+    trainer, seen = trainer_with_spy(False, data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.run()
+    coarse = seen[3]
+    assert abs(coarse.mean().item() - 0.25) < 0.02  # sentinel plus zero-mean noise
