@@ -189,3 +189,36 @@ def test_checkpoint_and_resume_match_an_uninterrupted_run(tmp_path) -> None:
     assert resumed.cost.steps == full.cost.steps == 16
     for p, q in zip(full.network.parameters(), resumed.network.parameters()):
         assert torch.equal(p, q)
+
+
+def test_stats_lr_schedule_and_train_metric_handlers_work() -> None:
+    import logging
+
+    records: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record.getMessage())
+
+    logger = logging.getLogger("mge_stats")
+    logger.setLevel(logging.INFO)
+    logger.addHandler(Collect())
+
+    from monai.handlers import LrScheduleHandler, StatsHandler
+
+    model = network()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
+    trainer = MultiscaleSupervisedTrainer(
+        device="cpu", max_epochs=3, train_data_loader=DataLoader(Dataset(samples()), batch_size=16), network=model,
+        optimizer=optimizer, loss_function=torch.nn.MSELoss(), strategy="full-multiscale", levels=1,
+        key_train_metric={"train_mse": MeanSquaredError(output_transform=from_engine(["pred", "label"]))},
+        train_handlers=[
+            StatsHandler(name="mge_stats", tag_name="loss", output_transform=from_engine(["loss"], first=True)),
+            LrScheduleHandler(lr_scheduler=scheduler, print_lr=False),
+        ],
+    )  # fmt: skip
+    run(trainer)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-2 * 0.5**3)  # stepped once per epoch
+    assert 0 < trainer.state.metrics["train_mse"] < 1
+    assert any("loss" in message for message in records)

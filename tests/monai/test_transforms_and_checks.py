@@ -93,3 +93,18 @@ def test_loader_too_small_and_gradient_accumulation_are_refused() -> None:
         make(MultiscaleSupervisedTrainer, strategy="mge", accumulation_steps=2)
     with pytest.raises(ValueError, match="sets iteration_update itself"):
         make(MultiscaleSupervisedTrainer, iteration_update=lambda engine, batch: None)
+
+
+def test_batchnorm_warning_names_the_fix() -> None:
+    torch.manual_seed(0)
+    model = UNet(2, 1, 1, channels=(4, 8), strides=(2,), norm="batch")
+    with pytest.warns(UserWarning, match=r"BatchNorm.*norm='instance'"):
+        make(MultiscaleSupervisedTrainer, model=model, strategy="mge", levels=1)
+
+
+def test_missing_ignite_names_the_install_command(monkeypatch) -> None:
+    import mge_monai.engines.trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "has_ignite", False)
+    with pytest.raises(ImportError, match="pip install pytorch-ignite"):
+        make(MultiscaleSupervisedTrainer, strategy="mge")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import replace
@@ -10,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from monai.utils import IgniteInfo, min_version, optional_import
 from monai.utils.enums import CommonKeys as Keys
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from mge_plugins import (
     CostMeter,
@@ -117,7 +119,15 @@ class MultiscaleIteration:
     # --- setup --------------------------------------------------------------------------------
 
     def attach(self, engine: Engine) -> None:
-        """Register the cost counters in the engine's checkpointed state."""
+        """Register the cost counters in the engine's checkpointed state; warn about BatchNorm."""
+        batchnorms = [type(m).__name__ for m in engine.network.modules() if isinstance(m, _BatchNorm)]
+        if batchnorms and self.strategy_name != "single":
+            warnings.warn(
+                f"the network has {len(batchnorms)} BatchNorm layers ({batchnorms[0]}): batch statistics differ "
+                "between levels and batches, which breaks the coupling of MGE terms. Use norm='instance' or "
+                "norm='group' in MONAI networks (e.g. UNet(..., norm='instance')).",
+                stacklevel=2,
+            )
         if STATE_KEY not in engine._state_dict_user_keys:
             engine._state_dict_user_keys.append(STATE_KEY)
         if not hasattr(engine.state, STATE_KEY):

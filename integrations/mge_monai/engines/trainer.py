@@ -6,12 +6,15 @@ from collections.abc import Sequence
 from typing import Any
 
 from monai.engines import SupervisedTrainer
+from monai.utils import IgniteInfo, min_version, optional_import
 
 from mge_plugins import Strategy
 
 from .iteration import MultiscaleIteration
 
 __all__ = ["MultiscaleSupervisedTrainer"]
+
+_, has_ignite = optional_import("ignite", IgniteInfo.OPT_IMPORT_VERSION, min_version)
 
 
 class MultiscaleSupervisedTrainer(SupervisedTrainer):
@@ -57,6 +60,11 @@ class MultiscaleSupervisedTrainer(SupervisedTrainer):
         keep_noise_std: bool = True,
         **kwargs: Any,
     ) -> None:
+        if not has_ignite:
+            raise ImportError(
+                "MultiscaleSupervisedTrainer runs on MONAI's ignite engines, which need pytorch-ignite: "
+                "pip install pytorch-ignite (or pip install 'mge-plugins[monai]')"
+            )
         if kwargs.get("iteration_update") is not None:
             raise ValueError("MultiscaleSupervisedTrainer sets iteration_update itself; do not pass one")
         self.multiscale = MultiscaleIteration(
