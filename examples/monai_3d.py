@@ -27,7 +27,7 @@ from monai.transforms import (
 )
 from monai_common import parse_args, train_and_report
 
-args = parse_args(__doc__, ("denoise", "sr"), size=32, batch_size=8)
+args = parse_args(__doc__, ("denoise", "sr"), size=32, batch_size=8, iterations_per_epoch=75)
 files = nifti_files(args.data) if args.data else write_synthetic_volumes(args.out / "monai_3d" / "volumes", count=12)
 size = (args.size,) * 3
 corrupt = (

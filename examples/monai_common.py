@@ -16,14 +16,16 @@ from monai.metrics import PSNRMetric, SSIMMetric
 from monai.utils import set_determinism
 
 
-def parse_args(description: str, tasks: tuple[str, ...], size: int, batch_size: int) -> argparse.Namespace:
+def parse_args(
+    description: str, tasks: tuple[str, ...], size: int, batch_size: int, iterations_per_epoch: int = 25
+) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--task", choices=tasks, default=tasks[0])
     parser.add_argument("--strategy", default="full-multiscale", help="full-multiscale, mge or single")
     parser.add_argument("--levels", type=int, default=2)
     parser.add_argument("--size", type=int, default=size, help="crop side, divisible by 2**(levels + 2)")
     parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--iterations-per-epoch", type=int, default=25)
+    parser.add_argument("--iterations-per-epoch", type=int, default=iterations_per_epoch)
     parser.add_argument("--batch-size", type=int, default=batch_size)
     parser.add_argument("--data", type=Path, help="folder of input files (default: bundled or synthetic data)")
     parser.add_argument("--device", default="cpu")
