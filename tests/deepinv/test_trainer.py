@@ -209,3 +209,23 @@ def test_too_few_iterations_for_the_stages_names_the_settings() -> None:
     trainer = make_trainer(MultiscaleTrainer, strategy="full-multiscale", levels=3, epochs=1)
     with pytest.raises(ValueError, match=r"4 stages, but this run has only 4 iterations.*use at least 8 steps"):
         train(trainer)
+
+
+@pytest.mark.parametrize("coarse_mode, fine_calls", [("physics", 0), ("restrict", 8)])
+def test_physics_mode_never_applies_the_fine_operator(coarse_mode: str, fine_calls: int) -> None:
+    physics = dinv.physics.Blur(filter=torch.ones(1, 1, 3, 3) / 9, padding="circular")
+    calls = []
+    original = physics.A
+
+    def spy(x, *args, **kwargs):
+        calls.append(tuple(x.shape))
+        return original(x, *args, **kwargs)
+
+    physics.A = spy
+    trainer = make_trainer(
+        MultiscaleTrainer, physics=physics, strategy="full-multiscale", levels=2, epochs=2, coarse_mode=coarse_mode
+    )
+    train(trainer)
+    # Every level builds its own measurement in physics mode; restrict mode needs the fine one per step.
+    assert len(calls) == fine_calls and all(shape[0] == 16 for shape in calls)
+    assert trainer.cost.steps == 8

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 from deepinv import Trainer
+from deepinv.datasets.base import batch_as_dict
 from torch import nn
 
 from mge_plugins import (
@@ -20,7 +21,6 @@ from mge_plugins import (
     halving_split,
     measure_level_flops,
     mge_backward,
-    restrict,
     split_batch,
     strategy_for_loader,
 )
@@ -90,6 +90,7 @@ class MultiscaleTrainer(Trainer):
         self._sizes_checked = False
         self._posed_term0: tuple | None = None
         self.train_seconds = 0.0
+        self._in_train_step = False
         self.history: list[dict[str, Any]] = []
 
     # --- setup -----------------------------------------------------------------------------
@@ -168,6 +169,7 @@ class MultiscaleTrainer(Trainer):
         """Deepinv's step; records the global iteration that drives the strategy and its wall-clock."""
         if train and train_ite is not None:
             self._train_ite = train_ite
+        self._in_train_step = train
         start = time.perf_counter()
         super().step(epoch, progress_bar, train_ite=train_ite, train=train, **kwargs)
         if train:
@@ -191,12 +193,12 @@ class MultiscaleTrainer(Trainer):
             return super().compute_loss(physics, x, y, train=train, epoch=epoch, step=step)
         assert self.strategy_plan is not None
         plan = self.strategy_plan.plan(self._train_ite)
-        loaded = y.shape[0]
+        loaded = (x if x is not None else y).shape[0]
         params = getattr(self, "_current_params", {}) or {}
         mode = self.poser.mode_for(physics, has_x=x is not None, online=self.online_measurements)
         generators = [g for g in (getattr(getattr(physics, "noise_model", None), "rng", None),) if g is not None]
         if not self._sizes_checked:
-            self._check_sizes(x, y, slice_physics(physics, params, slice(0, 1), loaded))
+            self._check_sizes(x, y, slice_physics(physics, params, slice(0, 1), loaded), mode)
         if self.cost.flops_per_sample is None:
             # Measure per-level FLOPs on one sample, leaving every random stream as it was.
             rng = CoupledRandomness(generators)
@@ -248,13 +250,13 @@ class MultiscaleTrainer(Trainer):
 
     def _level_loss(self, physics, x, y, params, mode: str, epoch, first: tuple | None):
         """``level_loss(indices, level)`` for this loaded batch; stashes term 0 for metrics and plots."""
-        loaded = y.shape[0]
+        loaded = (x if x is not None else y).shape[0]
 
         def level_loss(term: torch.Tensor, level: int) -> torch.Tensor:
             start, stop = int(term[0]), int(term[-1]) + 1
             physics_t = slice_physics(physics, params, slice(start, stop), loaded)
             x_t = x[start:stop] if x is not None else None
-            posed = self.poser.pose(x_t, y[start:stop], physics_t, level, mode)
+            posed = self.poser.pose(x_t, y[start:stop] if y is not None else None, physics_t, level, mode)
             x_net = self.model_inference(y=posed.y, physics=posed.physics, x=posed.x, train=True)
             total = 0.0
             with self.get_autocast_context():
@@ -272,23 +274,28 @@ class MultiscaleTrainer(Trainer):
         return level_loss
 
     def get_samples_online(self, iterators, g):
-        """Deepinv's online sampling, keeping the per-sample physics parameters for slicing."""
-        if self.physics_generator is None:
-            self._current_params = {}
-            return super().get_samples_online(iterators, g)
-        generator = self.physics_generator[g]
-        original_step = generator.step
+        """Deepinv's online sampling, keeping the per-sample parameters for slicing per term.
 
-        def recording_step(*args: Any, **kw: Any) -> dict:
-            params = original_step(*args, **kw)
-            self._current_params = params
-            return params
-
-        generator.step = recording_step
-        try:
+        In training steps with a coarse-physics mode, no fine measurement is generated: every
+        level applies its own operator to the restricted ``x`` (``y`` is ``None``), so coarse
+        Full-Multiscale stages never touch the fine grid's forward model.
+        """
+        if not self._in_train_step:
             return super().get_samples_online(iterators, g)
-        finally:
-            del generator.step
+        data = batch_as_dict(next(iterators[g]))
+        if "x" not in data:
+            raise ValueError("Dataloader must return ground truth `x` for online measurements.")
+        x = data["x"].to(self.device, non_blocking=self.non_blocking_transfers)
+        physics = self.physics[g]
+        if self.physics_generator is not None:
+            params = self.physics_generator[g].step(batch_size=x.size(0))
+        else:
+            params = data.get("params", {})
+        physics.update(**params)
+        self._current_params = params
+        if self.strategy != "single" and self.poser.mode_for(physics, has_x=True, online=True) == "physics":
+            return x, None, physics
+        return x, physics(x, **params), physics
 
     def compute_metrics(self, x, x_net, y, physics, logs, train: bool = True, epoch: int | None = None):
         """Training metrics of an MGE step are measured on term 0's batch at the step's level."""
@@ -302,23 +309,24 @@ class MultiscaleTrainer(Trainer):
             x, y, physics, _ = self._posed_term0
         super().plot(epoch, physics, x, y, x_net, train=train)
 
-    def _check_sizes(self, x: torch.Tensor | None, y: torch.Tensor, physics) -> None:
+    def _check_sizes(self, x: torch.Tensor | None, y: torch.Tensor | None, physics, mode: str) -> None:
         """Fail before training if an image size or the network cannot reach the coarsest level."""
         assert self.strategy_plan is not None
         coarsest = self.strategy_plan.coarsest_level
         fine = x if x is not None else y
         check_level_sizes(fine.shape[2:], coarsest, multiple=self.size_multiple or 1, what="network")
         if coarsest > 0 and self.size_multiple is None:
-            y_coarse = restrict(y[:1], coarsest, self.restriction)
-            physics_coarse = self.poser.model_physics(physics, coarsest, "restrict")
+            posed = self.poser.pose(
+                x[:1] if x is not None else None, y[:1] if y is not None else None, physics, coarsest, mode
+            )
             was_training = self.model.training
             self.model.eval()
             try:
                 with torch.no_grad():
-                    self.model(y_coarse, physics_coarse)
+                    self.model(posed.y, posed.physics)
             except Exception as error:  # any failure of the network is reported with the level
                 raise ValueError(
-                    f"the network fails at level {coarsest} (input {tuple(y_coarse.shape[2:])}, fine "
+                    f"the network fails at level {coarsest} (input {tuple(posed.y.shape[2:])}, fine "
                     f"{tuple(fine.shape[2:])}): {error}. Use fewer levels or larger images, or declare "
                     "size_multiple= to check divisibility up front"
                 ) from error
