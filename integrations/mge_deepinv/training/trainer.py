@@ -17,7 +17,6 @@ from mge_plugins import (
     CostMeter,
     CoupledRandomness,
     Strategy,
-    check_level_sizes,
     halving_split,
     measure_level_flops,
     mge_backward,
@@ -314,7 +313,7 @@ class MultiscaleTrainer(Trainer):
         assert self.strategy_plan is not None
         coarsest = self.strategy_plan.coarsest_level
         fine = x if x is not None else y
-        check_level_sizes(fine.shape[2:], coarsest, multiple=self.size_multiple or 1, what="network")
+        self.strategy_plan.check_image_size(fine.shape[2:], multiple=self.size_multiple or 1)
         if coarsest > 0 and self.size_multiple is None:
             posed = self.poser.pose(
                 x[:1] if x is not None else None, y[:1] if y is not None else None, physics, coarsest, mode

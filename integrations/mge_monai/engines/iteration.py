@@ -17,7 +17,6 @@ from mge_plugins import (
     CostMeter,
     CoupledRandomness,
     Strategy,
-    check_level_sizes,
     measure_level_flops,
     mge_backward,
     restrict,
@@ -159,7 +158,7 @@ class MultiscaleIteration:
     def _check(self, engine: Engine, inputs: torch.Tensor, args: tuple, kwargs: dict) -> None:
         assert self.strategy is not None
         coarsest = self.strategy.coarsest_level
-        check_level_sizes(inputs.shape[2:], coarsest, multiple=self.size_multiple or 1, what="network")
+        self.strategy.check_image_size(inputs.shape[2:], multiple=self.size_multiple or 1)
         loss = engine.loss_function
         window = getattr(loss, "kernel_size", None) or getattr(loss, "win_size", None)
         if window is not None:
