@@ -15,6 +15,7 @@ that use it.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -91,6 +92,7 @@ def mge_backward(
     batches: Sequence[Any],
     *,
     backward: Callable[[torch.Tensor], None] | None = None,
+    no_sync: Callable[[], AbstractContextManager[Any]] | None = None,
     base_level: int = 0,
     coupling: CoupledRandomness | bool = True,
     spatial_dims: int | None = None,
@@ -100,9 +102,11 @@ def mge_backward(
 
     Term ``k < K`` is ``level_loss(batches[k], L + k) - level_loss(batches[k], L + k + 1)`` and
     term ``K`` is ``level_loss(batches[K], L + K)``, with ``L = base_level`` and
-    ``K = len(batches) - 1``. Each term is backpropagated before the next is built, so peak
-    memory is the largest term's, not the sum. Gradients are not zeroed here (do that before,
-    once per optimizer step) and no optimizer step is taken.
+    ``K = len(batches) - 1``. Every level of every term is backpropagated before the next one is
+    built (``+level_loss`` first, then ``-level_loss`` of the coarser level, replaying the same
+    random draws), so peak memory is that of the largest single forward/backward, not of a
+    difference term or of the sum. Gradients are not zeroed here (do that before, once per
+    optimizer step) and no optimizer step is taken.
 
     Args:
         level_loss: ``level_loss(batch, level)`` returns the scalar mean loss of ``batch`` posed
@@ -110,8 +114,11 @@ def mge_backward(
             apply a coarse operator); the same call must define level ``k`` in every term.
         batches: the ``K + 1`` per-term batches, finest first (see
             :func:`~mge_plugins.split_batch`).
-        backward: called with each term instead of ``term.backward()`` (e.g.
+        backward: called with each signed level loss instead of ``loss.backward()`` (e.g.
             ``lambda t: scaler.scale(t).backward()`` for AMP).
+        no_sync: a context-manager factory under which every backward pass except the last one
+            runs, e.g. ``ddp_model.no_sync`` so DistributedDataParallel all-reduces the
+            accumulated gradient once per step instead of once per pass.
         base_level: level of the finest term (Full-Multiscale stages run above level 0).
         coupling: replay the random stream for the second half of every difference term
             (``True``, default), a :class:`CoupledRandomness` that also replays the caller's own
@@ -153,25 +160,33 @@ def mge_backward(
     last = len(batches) - 1
     values: list[torch.Tensor] = []
     fine_loss: torch.Tensor | None = None
+
+    def run_backward(signed_loss: torch.Tensor, final: bool) -> None:
+        if no_sync is None or final:
+            backward(signed_loss)
+        else:
+            with no_sync():
+                backward(signed_loss)
+
     for k, batch in enumerate(batches):
         level = base_level + k
+        if coupling and k < last:
+            coupling.capture()
+        fine = _as_scalar_term(level_loss(batch, level), level)
+        fine_value = fine.detach()
+        if k == 0:
+            fine_loss = fine_value
+        run_backward(fine, final=k == last)
+        del fine
         if k < last:
-            if coupling:
-                coupling.capture()
-            fine = _as_scalar_term(level_loss(batch, level), level)
             if coupling:
                 coupling.replay()
             coarse = _as_scalar_term(level_loss(batch, level + 1), level + 1)
-            term = fine - coarse
+            values.append(fine_value - coarse.detach())
+            run_backward(-coarse, final=False)
             del coarse
         else:
-            fine = term = _as_scalar_term(level_loss(batch, level), level)
-        if k == 0:
-            fine_loss = fine.detach()
-        values.append(term.detach())
-        del fine
-        backward(term)
-        del term
+            values.append(fine_value)
     assert fine_loss is not None
     term_values = torch.stack(values).tolist()
     for k, value in enumerate(term_values):
