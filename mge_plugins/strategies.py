@@ -1,4 +1,4 @@
-"""Training strategies by name: ``"single"``, ``"mge"``, ``"full-multiscale"`` and plug-ins.
+"""Training strategies by name: ``"single"``, ``"mge"``, ``"full-multiscale"``, ``"progressive-resizing"``, plug-ins.
 
 A strategy answers one question for a host, as plain data: at global step ``t``, at which level
 does the step start and which per-term batch sizes does it use (:class:`StepPlan`). It is a pure
@@ -28,6 +28,7 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "FullMultiscaleStrategy",
     "MGEStrategy",
+    "ProgressiveResizingStrategy",
     "SingleScaleStrategy",
     "StepPlan",
     "Strategy",
@@ -176,6 +177,25 @@ class FullMultiscaleStrategy(Strategy):
         return {"strategy": self.name, **self.schedule.to_dict()}
 
 
+class ProgressiveResizingStrategy(FullMultiscaleStrategy):
+    """Coarse-to-fine stages without MGE corrections: each stage trains on its own level only.
+
+    The baseline that Full-Multiscale is measured against (progressive resizing, as in fastai and
+    Composer, on the same power-of-two levels and stage split): same stages, same batches, but a
+    stage's gradient is the plain gradient of its coarse problem, biased for the fine one.
+    """
+
+    name = "progressive-resizing"
+
+    def __init__(self, schedule: FullMultiscaleSchedule) -> None:
+        if schedule.mge_levels != 0:
+            raise ValueError(
+                f"progressive resizing uses no MGE levels inside a stage, got mge_levels={schedule.mge_levels}; "
+                "build the schedule with mge_levels=0 or use FullMultiscaleStrategy"
+            )
+        super().__init__(schedule)
+
+
 @dataclass(frozen=True)
 class StrategyOptions:
     """The options a host collects from its user, shared by every strategy factory.
@@ -236,10 +256,25 @@ def _full_multiscale(options: StrategyOptions) -> Strategy:
     )
 
 
+def _progressive_resizing(options: StrategyOptions) -> Strategy:
+    return ProgressiveResizingStrategy(
+        FullMultiscaleSchedule(
+            levels=options.levels,
+            iterations=options.iterations,
+            batch_size=options.batch_size,
+            growth=options.growth,
+            mge_levels=0,
+            restriction=options.restriction,
+            spatial_dims=options.spatial_dims,
+        )
+    )
+
+
 _REGISTRY: dict[str, StrategyFactory] = {
     "single": _single,
     "mge": _mge,
     "full-multiscale": _full_multiscale,
+    "progressive-resizing": _progressive_resizing,
 }
 
 
@@ -325,6 +360,8 @@ def strategy_for_loader(
         (4, 8, 16)
         >>> [s.batch_sizes for s in strategy_for_loader("full-multiscale", 16, iterations=7).schedule.stages]
         [(16,), (8, 16), (4, 8, 16)]
+        >>> [s.batch_sizes for s in strategy_for_loader("progressive-resizing", 16, iterations=7).schedule.stages]
+        [(16,), (16,), (16,)]
     """
     from .batching import required_batch_size
 
@@ -338,7 +375,9 @@ def strategy_for_loader(
         growth = float(2**spatial_dims)
     if derived and levels > 0:
         growth = max(1.0, min(growth, loaded ** (1 / levels)))
-    if name == "full-multiscale" and mge_batch_size is None:
+    if name == "progressive-resizing":
+        mge_levels = 0
+    if name in ("full-multiscale", "progressive-resizing") and mge_batch_size is None:
         below = [levels - lv if mge_levels is None else min(mge_levels, levels - lv) for lv in range(levels, -1, -1)]
         batch_size: int | list[int] = [max(1, round(loaded / growth**k)) for k in below]
     else:

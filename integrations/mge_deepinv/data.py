@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from torchvision.io import ImageReadMode, decode_image
+from torchvision.transforms.v2.functional import resized_crop
 
 __all__ = ["TEST_IMAGES", "TRAIN_IMAGES", "ImageCrops", "bundled_images", "folder_images"]
+
+Zoom = tuple[float, float]
 
 TRAIN_IMAGES: tuple[str, ...] = (
     "astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "retina", "immunohistochemistry",
@@ -73,15 +77,23 @@ class ImageCrops(torch.utils.data.Dataset):
     :param int size: crop side.
     :param int length: number of crops (one epoch).
     :param int seed: seed of the crop positions.
+    :param tuple[float, float], None zoom: random-resized-crop augmentation: crop a region whose side
+        is ``size`` times a factor drawn log-uniformly in ``zoom`` (aspect ratio in [3/4, 4/3]), then
+        resize it to ``size x size`` with antialiasing (torchvision's ``resized_crop``). ``None``: plain
+        crops.
     """
 
-    def __init__(self, images: Sequence[torch.Tensor], size: int, length: int, seed: int = 0) -> None:
+    def __init__(
+        self, images: Sequence[torch.Tensor], size: int, length: int, seed: int = 0, zoom: Zoom | None = None
+    ) -> None:
         small = [tuple(im.shape[-2:]) for im in images if min(im.shape[-2:]) < size]
         if small:
             raise ValueError(f"crop size {size} is larger than images of size {small}; use a smaller size")
         if not images:
             raise ValueError("ImageCrops needs at least one image")
-        self.images, self.size, self.length, self.seed = list(images), size, length, seed
+        if zoom is not None and not 1.0 <= zoom[0] <= zoom[1]:
+            raise ValueError(f"zoom must be a range (low, high) with 1 <= low <= high, got {zoom}")
+        self.images, self.size, self.length, self.seed, self.zoom = list(images), size, length, seed, zoom
 
     def __len__(self) -> int:
         return self.length
@@ -89,6 +101,15 @@ class ImageCrops(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> torch.Tensor:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
         image = self.images[int(torch.randint(len(self.images), (1,), generator=g))]
-        top = int(torch.randint(image.shape[-2] - self.size + 1, (1,), generator=g))
-        left = int(torch.randint(image.shape[-1] - self.size + 1, (1,), generator=g))
-        return image[:, top : top + self.size, left : left + self.size]
+        height = width = self.size
+        if self.zoom is not None:
+            low, high = (math.log(z) for z in self.zoom)
+            factor = math.exp(low + (high - low) * float(torch.rand((), generator=g)))
+            aspect = math.exp(math.log(3 / 4) + math.log(16 / 9) * float(torch.rand((), generator=g)))
+            height = min(image.shape[-2], max(self.size, round(self.size * factor / math.sqrt(aspect))))
+            width = min(image.shape[-1], max(self.size, round(self.size * factor * math.sqrt(aspect))))
+        top = int(torch.randint(image.shape[-2] - height + 1, (1,), generator=g))
+        left = int(torch.randint(image.shape[-1] - width + 1, (1,), generator=g))
+        if self.zoom is None:
+            return image[:, top : top + height, left : left + width]
+        return resized_crop(image, top, left, height, width, [self.size, self.size], antialias=True)

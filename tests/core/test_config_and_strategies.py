@@ -7,6 +7,7 @@ import pytest
 import mge_plugins.strategies as strategies_module
 from mge_plugins import (
     MGEConfig,
+    ProgressiveResizingStrategy,
     SingleScaleStrategy,
     StepPlan,
     Strategy,
@@ -14,6 +15,7 @@ from mge_plugins import (
     build_strategy,
     get_strategy,
     register_strategy,
+    strategy_for_loader,
 )
 
 
@@ -62,7 +64,7 @@ def test_unknown_strategy_lists_known_names_and_suggests() -> None:
     with pytest.raises(ValueError) as info:
         get_strategy("full_multiscale")
     msg = str(info.value)
-    assert "'full-multiscale', 'mge', 'single'" in msg
+    assert "'full-multiscale', 'mge', 'progressive-resizing', 'single'" in msg
     assert "Did you mean 'full-multiscale'?" in msg and "mge_plugins.strategies" in msg
 
 
@@ -117,3 +119,15 @@ def test_strategy_for_loader_derives_terms_from_the_loaded_batch() -> None:
         strategy_for_loader("mge", 16, levels=2, batch_sizes=[4, 16, 64])
     with pytest.raises(ValueError, match=r"needs 28 samples.*disjoint"):
         strategy_for_loader("mge", 16, levels=2, split="disjoint")
+
+
+def test_progressive_resizing_is_full_multiscale_without_mge_terms() -> None:
+    fms = strategy_for_loader("full-multiscale", 16, levels=2, iterations=70)
+    progressive = strategy_for_loader("progressive-resizing", 16, levels=2, iterations=70)
+    assert [s.iterations for s in progressive.schedule.stages] == [s.iterations for s in fms.schedule.stages]
+    for step in (0, 39, 40, 59, 60, 69):
+        assert progressive.plan(step).level == fms.plan(step).level
+        assert progressive.plan(step).batch_sizes == (16,)
+    assert progressive.describe()["strategy"] == "progressive-resizing"
+    with pytest.raises(ValueError, match="mge_levels=0"):
+        ProgressiveResizingStrategy(fms.schedule)

@@ -13,6 +13,7 @@ from mge_plugins import (
     restricted_randn,
     split_batch,
 )
+from mge_plugins.benchmark import SavedTensorMeter
 
 from .nets import denoise_level_loss, flat_grad, small_net
 
@@ -178,35 +179,6 @@ def test_base_level_offsets_every_term() -> None:
     assert calls == [1, 2, 2]
     assert stats.base_level == 1
     assert stats.cost.work_units == pytest.approx(2 * (1 / 4 + 1 / 16) + 2 / 16)
-
-
-class SavedTensorMeter:
-    """Bytes of tensors saved for backward that are alive, and their peak."""
-
-    def __init__(self) -> None:
-        self.live = 0
-        self.peak = 0
-
-    def pack(self, tensor: torch.Tensor):
-        meter, nbytes = self, tensor.numel() * tensor.element_size()
-
-        class Holder:
-            def __init__(self) -> None:
-                self.tensor = tensor
-                meter.live += nbytes
-                meter.peak = max(meter.peak, meter.live)
-
-            def __del__(self) -> None:
-                meter.live -= nbytes
-
-        return Holder()
-
-    @staticmethod
-    def unpack(holder):
-        return holder.tensor
-
-    def hooks(self):
-        return torch.autograd.graph.saved_tensors_hooks(self.pack, self.unpack)
 
 
 def test_level_by_level_backward_peaks_at_one_fine_pass() -> None:

@@ -1,0 +1,149 @@
+"""``mge-bench``: what multiscale training saves on a task, at equal budget and to a target quality.
+
+Trains the same network on the same crops with single-scale SGD, MGE, Full-Multiscale, progressive
+resizing and single-scale with random-resized crops, one after another in this process, on a common
+FLOP budget F (single-scale's run of --steps steps), and writes report.json (every figure),
+report.md (the tables) and TASK.png (quality against FLOPs and wall-clock) under --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from mge_plugins.benchmark import SCHEMA_VERSION, markdown_report, validate_report
+
+from ..tasks import TASKS
+from .plots import plot_task
+from .problems import TASKS_3D
+from .settings import PRESETS, STRATEGIES, BenchSettings
+from .suite import run_task
+
+__all__ = ["build_parser", "main", "run_benchmark"]
+
+_OVERRIDES = {
+    "size": int, "size3d": int, "batch_size": int, "steps": int, "budgets": int, "evals": int, "levels": int,
+    "repeats": int, "lr": float, "variance_draws": int, "device": str, "seed": int,
+}  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface."""
+    tasks = "\n".join(f"  {n:<10} {t.description}" for n, t in TASKS.items())
+    tasks += "\n" + "\n".join(f"  {n:<10} {d}" for n, d in TASKS_3D.items())
+    presets = "\n".join(
+        f"  {n:<6} {s.size}px crops (3D {s.size3d}), batch {s.batch_size}, {s.steps} single-scale steps, "
+        f"{s.levels} levels, {s.budgets} budgets, {s.repeats} repeat(s), {s.device}"
+        for n, s in PRESETS.items()
+    )
+    parser = argparse.ArgumentParser(
+        prog="mge-bench",
+        description=__doc__ + "\ntasks:\n" + tasks + "\n\npresets:\n" + presets,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("tasks", nargs="*", help="tasks to run (default: the preset's)")
+    parser.add_argument("--quick", action="store_true", help="the 'quick' preset: a few minutes on a 2-core CPU")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
+    parser.add_argument("--strategies", help=f"comma-separated subset of {','.join(STRATEGIES)} (single included)")
+    for name, kind in _OVERRIDES.items():
+        parser.add_argument("--" + name.replace("_", "-"), type=kind, help="override the preset")
+    parser.add_argument("--out", type=Path, default=Path("results/bench"))
+    return parser
+
+
+def settings_from_args(args: argparse.Namespace) -> BenchSettings:
+    """The preset named by the arguments, with their overrides."""
+    settings = PRESETS["quick" if args.quick else args.preset]
+    changes: dict[str, Any] = {k: getattr(args, k) for k in _OVERRIDES if getattr(args, k) is not None}
+    if args.tasks:
+        known = [*TASKS, *TASKS_3D]
+        unknown = [t for t in args.tasks if t not in known]
+        if unknown:
+            raise SystemExit(f"unknown task(s) {', '.join(unknown)}; choose from {', '.join(known)}")
+        changes["tasks"] = tuple(args.tasks)
+    if args.strategies:
+        changes["strategies"] = tuple(s.strip() for s in args.strategies.split(","))
+    try:
+        return settings.replace(**changes)
+    except ValueError as error:
+        raise SystemExit(f"mge-bench: {error}") from error
+
+
+def _machine(device: str) -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
+    try:
+        import deepinv
+
+        info["deepinv"] = deepinv.__version__
+    except (ImportError, AttributeError):  # pragma: no cover
+        pass
+    if device.startswith("cuda") and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return info
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def run_benchmark(settings: BenchSettings, out: Path, command: str) -> dict[str, Any]:
+    """Run every task of ``settings``; the report is rewritten under ``out`` after each task."""
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    report: dict[str, Any] = {
+        "schema": SCHEMA_VERSION,
+        "meta": {
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "command": command,
+            "machine": _machine(settings.device),
+            "settings": settings.to_dict(),
+            "seconds": 0.0,
+        },
+        "tasks": {},
+    }
+    for name in settings.tasks:
+        with tqdm(desc=f"mge-bench {name}", unit="step", dynamic_ncols=True) as bar:
+
+            def on_plan(total: int, bar=bar) -> None:
+                bar.reset(total=total)
+
+            report["tasks"][name] = run_task(name, settings, progress=bar.update, on_plan=on_plan)
+        report["meta"]["seconds"] = time.perf_counter() - started
+        validate_report(report)
+        _write_atomic(out / "report.json", json.dumps(report, indent=1))
+        _write_atomic(out / "report.md", markdown_report(report))
+        plot_task(name, report["tasks"][name], out / f"{name}.png")
+    return report
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``mge-bench``."""
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
+    settings = settings_from_args(args)
+    report = run_benchmark(settings, args.out, " ".join(["mge-bench", *argv]))
+    print(markdown_report(report))
+    print(f"\nwrote {args.out / 'report.json'}, {args.out / 'report.md'} and one PNG per task under {args.out}/")
+
+
+if __name__ == "__main__":
+    main()

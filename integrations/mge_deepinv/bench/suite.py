@@ -1,0 +1,195 @@
+"""One task of the benchmark: plan the runs on a common FLOP budget, train them, compare, measure."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from mge_plugins import Strategy, measure_level_flops, step_flops, strategy_for_loader
+from mge_plugins.benchmark import cost_to_target, quality_at_budget, ratio, steps_within_budget
+
+from .checks import gradient_diagnostics, level_loss_for, memory_check, overhead_check, sample_batch
+from .problems import Problem, make_problem
+from .runs import RunResult, evaluate, train_run
+from .settings import FRONTIER_STRATEGIES, BenchSettings
+
+__all__ = ["BUDGET_TOLERANCE", "TARGET_MARGIN_DB", "plan_runs", "run_task", "strategy_points"]
+
+TARGET_MARGIN_DB = 0.1
+"""A strategy reaches single-scale's final quality when it comes within this many dB of it."""
+
+BUDGET_TOLERANCE = 0.02
+"""A run planned for a budget may stop short of it by less than one step; curves ending within this
+fraction of a budget count as reaching it."""
+
+
+def _strategy(name: str, settings: BenchSettings, dims: int, steps: int) -> Strategy:
+    base = "single" if name == "single+rrc" else name
+    return strategy_for_loader(base, settings.batch_size, levels=settings.levels, spatial_dims=dims, iterations=steps)
+
+
+def plan_runs(
+    settings: BenchSettings, dims: int, flops_per_sample: tuple[float, ...]
+) -> tuple[float, list[float], list[dict[str, Any]]]:
+    """The full budget ``F`` (single-scale's run), the budgets ``F / 2**j``, and the runs that fit them.
+
+    Curve strategies (single-scale, MGE, random-resized crops) run once, planned for ``F``, and are read at every
+    budget along their curve (constant learning rate). Full-Multiscale and progressive resizing split their steps
+    over stages by the run's length, so they run once per budget.
+    """
+
+    def step_cost(plan) -> float:
+        return step_flops(plan.batch_sizes, flops_per_sample, base_level=plan.level)
+
+    single = _strategy("single", settings, dims, settings.steps)
+    budget = settings.steps * step_cost(single.plan(0))
+    budgets = [budget / 2**j for j in reversed(range(settings.budgets))]
+    runs = []
+    for name in settings.strategies:
+        if name in FRONTIER_STRATEGIES:
+            for b in budgets:
+                steps = steps_within_budget(lambda t, n=name: _strategy(n, settings, dims, t), b, step_cost)
+                runs.append({"strategy": name, "steps": steps, "evals": 1, "budget": b})
+        else:
+            steps = steps_within_budget(lambda t, n=name: _strategy(n, settings, dims, t), budget, step_cost)
+            steps -= steps % settings.evals
+            runs.append({"strategy": name, "steps": steps, "evals": settings.evals, "budget": None})
+    return budget, budgets, runs
+
+
+def strategy_points(results: list[RunResult], initial: dict[str, float]) -> list[dict[str, float]]:
+    """Quality-against-cost points of a strategy: its curve, or the final points of its per-budget runs."""
+    if len(results) == 1 and results[0].budget is None:
+        return results[0].points
+    return [results[0].points[0] if results else {"step": 0, **initial}] + [r.final for r in results]
+
+
+def _median_seconds(repeats: list[RunResult]) -> RunResult:
+    """The first repeat's run with every point's seconds replaced by the median over repeats."""
+    first = repeats[0]
+    for other in repeats[1:]:
+        if [p["psnr"] for p in other.points] != [p["psnr"] for p in first.points]:
+            raise RuntimeError(
+                f"{first.strategy}: repeated runs reached different PSNRs; timing repeats need deterministic training"
+            )
+    for i, point in enumerate(first.points):
+        point["seconds"] = statistics.median(r.points[i]["seconds"] for r in repeats)
+    first.seconds_repeats = [r.seconds_repeats[0] for r in repeats]
+    return first
+
+
+def run_task(
+    name: str, settings: BenchSettings, progress: Callable[[int], None] | None = None, on_plan=None
+) -> dict[str, Any]:
+    """Run the benchmark for task ``name``; returns its section of the report.
+
+    Args:
+        name: task name.
+        settings: the benchmark settings.
+        progress: called with the number of training steps done, after every step.
+        on_plan: called once with the planned runs' total steps (to size a progress bar).
+    """
+    problem = make_problem(name, settings)
+    flops_per_sample = _level_flops(problem, settings)
+    budget, budgets, planned = plan_runs(settings, problem.spatial_dims, flops_per_sample)
+    if on_plan is not None:
+        on_plan(settings.repeats * sum(r["steps"] for r in planned))
+    initial = evaluate(problem.make_model(), problem.make_physics(), problem.eval_clean, settings.seed + 1)
+    step = (lambda: progress(1)) if progress is not None else None
+    repeats: list[list[RunResult]] = [[] for _ in planned]
+    for _ in range(settings.repeats):  # interleaved, so a slow spell of the machine hits every strategy
+        for i, run in enumerate(planned):
+            repeats[i].append(
+                train_run(
+                    problem, settings, run["strategy"], run["steps"], evals=run["evals"], budget=run["budget"],
+                    initial=initial, on_step=step,
+                )
+            )  # fmt: skip
+    by_strategy: dict[str, list[RunResult]] = {}
+    for results in repeats:
+        run = _median_seconds(results)
+        by_strategy.setdefault(run.strategy, []).append(run)
+
+    single = by_strategy["single"][0]
+    target = single.final["psnr"] - TARGET_MARGIN_DB
+    strategies = {}
+    for strategy, results in by_strategy.items():
+        points = strategy_points(results, initial)
+        last = results[-1]
+        flops = cost_to_target(points, target, cost_key="flops")
+        seconds = cost_to_target(points, target, cost_key="seconds")
+        if last.budget is not None:  # one run per budget: its final quality is the quality at that budget
+            at_budget = [next((r.final["psnr"] for r in results if r.budget == b), None) for b in budgets]
+        else:
+            at_budget = [_curve_at(points, b) for b in budgets]
+        strategies[strategy] = {
+            "kind": "per-budget runs" if last.budget is not None else "curve",
+            "points": points,
+            "final": {
+                **last.final,
+                "seconds_median": statistics.median(last.seconds_repeats),
+                "seconds_repeats": last.seconds_repeats,
+            },
+            "at_budget": at_budget,
+            "to_target": {
+                "flops": flops,
+                "seconds": seconds,
+                "flop_saving": ratio(single.final["flops"], flops),
+                "time_saving": ratio(single.final["seconds"], seconds),
+            },
+            "data_share": last.data_share,
+            "runs": [{"steps": r.steps, "budget": r.budget, "plan": r.plan} for r in results],
+        }
+    models = {s: _strategy(s, settings, problem.spatial_dims, by_strategy[s][-1].steps) for s in by_strategy}
+    memory = memory_check(problem, settings, models, {s: by_strategy[s][-1].steps for s in by_strategy})
+    for strategy, peak in memory["per_strategy"].items():
+        strategies[strategy]["peak_memory"] = peak
+    mge_sizes = _strategy("mge", settings, problem.spatial_dims, 1).plan(0).batch_sizes
+    return {
+        "description": problem.description,
+        "spatial_dims": problem.spatial_dims,
+        "size": problem.size,
+        "flops_per_sample": list(flops_per_sample),
+        "budget_flops": budget,
+        "budgets": budgets,
+        "target_psnr": target,
+        "strategies": strategies,
+        "diagnostics": _diagnostics(problem, settings, single, mge_sizes, flops_per_sample),
+        "memory": memory,
+        "overhead": overhead_check(problem, settings, mge_sizes),
+    }
+
+
+def _curve_at(points: list[dict[str, float]], budget: float) -> float | None:
+    """Quality at ``budget`` along a curve that may stop short of it by less than one step."""
+    end = points[-1]["flops"]
+    if end < budget <= end * (1 + BUDGET_TOLERANCE):
+        budget = end
+    return quality_at_budget(points, budget)
+
+
+def _level_flops(problem: Problem, settings: BenchSettings) -> tuple[float, ...]:
+    model, physics = problem.make_model(), problem.make_physics()
+    x = sample_batch(problem, settings, 1, 0)
+    return measure_level_flops(
+        lambda b, lv: level_loss_for(model, physics)(b, lv), x, settings.levels, model.parameters()
+    )
+
+
+def _diagnostics(
+    problem: Problem, settings: BenchSettings, single: RunResult, sizes: tuple[int, ...], flops: tuple[float, ...]
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for restriction in ("area", "nearest"):
+        out[restriction] = {}
+        for state in ("initial", "trained"):
+            model = problem.make_model()
+            if state == "trained":
+                assert single.model_state is not None
+                model.load_state_dict(single.model_state)
+            with torch.random.fork_rng(devices=[]):
+                out[restriction][state] = gradient_diagnostics(problem, settings, model, sizes, flops, restriction)
+    return out

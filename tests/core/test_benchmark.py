@@ -1,0 +1,202 @@
+"""The benchmark's host-agnostic logic: budget accounting, curves, diagnostics, memory and the report schema."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+
+from mge_plugins import build_strategy, step_flops, strategy_for_loader
+from mge_plugins.benchmark import (
+    SCHEMA_VERSION,
+    SavedTensorMeter,
+    cost_to_target,
+    estimator_variance,
+    level_difference_norms,
+    markdown_report,
+    peak_memory,
+    quality_at_budget,
+    run_cost,
+    steps_within_budget,
+    validate_report,
+)
+
+from .nets import small_net
+
+FLOPS = (16.0, 4.0, 1.0)
+
+
+def flop_cost(plan) -> float:
+    return step_flops(plan.batch_sizes, FLOPS, base_level=plan.level)
+
+
+@pytest.mark.parametrize("steps", [4, 7, 50, 101])
+def test_run_cost_equals_the_sum_over_steps(steps: int) -> None:
+    for name in ("single", "mge", "full-multiscale", "progressive-resizing"):
+        strategy = strategy_for_loader(name, 16, levels=2, iterations=steps)
+        assert run_cost(strategy, steps, flop_cost) == pytest.approx(
+            sum(flop_cost(strategy.plan(t)) for t in range(steps)), rel=1e-12
+        )
+
+
+@pytest.mark.parametrize("name", ["single", "mge", "full-multiscale", "progressive-resizing"])
+def test_steps_within_budget_is_the_longest_run_that_fits(name: str) -> None:
+    def make(t: int):
+        return strategy_for_loader(name, 16, levels=2, iterations=t)
+
+    budget = 100 * flop_cost(make(100).plan(0)) if name != "single" else 100 * 16 * 16.0
+    found = steps_within_budget(make, budget, flop_cost)
+    costs = {t: run_cost(make(t), t, flop_cost) for t in range(4, 3 * found)}
+    assert costs[found] <= budget
+    assert found == max(t for t, c in costs.items() if c <= budget)
+
+
+def test_steps_within_budget_names_the_cheapest_run_when_nothing_fits() -> None:
+    with pytest.raises(ValueError, match="does not fit the cheapest run"):
+        steps_within_budget(lambda t: build_strategy("single", batch_size=4), 10.0, lambda plan: 64.0)
+
+
+CURVE = [
+    {"flops": 0.0, "seconds": 0.0, "psnr": 20.0},
+    {"flops": 10.0, "seconds": 2.0, "psnr": 30.0},
+    {"flops": 20.0, "seconds": 4.0, "psnr": 29.0},
+    {"flops": 30.0, "seconds": 6.0, "psnr": 32.0},
+]
+
+
+def test_quality_at_budget_interpolates_inside_the_curve_only() -> None:
+    assert quality_at_budget(CURVE, 5.0) == 25.0
+    assert quality_at_budget(CURVE, 15.0) == 29.5
+    assert quality_at_budget(CURVE, 30.0) == 32.0
+    assert quality_at_budget(CURVE, 30.5) is None
+    assert quality_at_budget(CURVE[1:], 5.0) is None
+
+
+def test_cost_to_target_is_the_first_crossing() -> None:
+    assert cost_to_target(CURVE, 25.0) == 5.0
+    assert cost_to_target(CURVE, 25.0, cost_key="seconds") == 1.0
+    # 29.5 is crossed on the way up to 30, before the dip: the first crossing counts.
+    assert cost_to_target(CURVE, 29.5) == 9.5
+    assert cost_to_target(CURVE, 31.0) == pytest.approx(20 + 10 * 2 / 3)
+    assert cost_to_target(CURVE, 32.5) is None
+    assert cost_to_target(CURVE, 19.0) == 0.0
+
+
+def test_estimator_variance_of_a_batch_mean_falls_as_one_over_the_batch() -> None:
+    g = torch.Generator().manual_seed(0)
+    dim, batch = 500, 4
+    v = estimator_variance(lambda: torch.randn(batch, dim, generator=g, dtype=torch.float64).mean(0), 400, cost=batch)
+    assert v.variance == pytest.approx(dim / batch, rel=0.05)
+    assert v.variance_times_cost == pytest.approx(dim, rel=0.05)
+    with pytest.raises(ValueError, match="at least 2 draws"):
+        estimator_variance(lambda: torch.zeros(3), 1)
+
+
+def test_level_difference_norms_vanish_when_levels_pose_the_same_problem() -> None:
+    model = small_net(2)
+    params = list(model.parameters())
+    x = torch.rand(3, 1, 16, 16)
+    same = level_difference_norms(lambda b, lv: model(b).pow(2).mean(), [x[i : i + 1] for i in range(3)], 2, params)
+    assert [n.difference for n in same] == [0.0, 0.0]
+    assert all(n.gradient > 0 for n in same)
+
+    def restricted(b: torch.Tensor, level: int) -> torch.Tensor:
+        xk = torch.nn.functional.avg_pool2d(b, 2**level) if level else b
+        return (model(xk) - xk).pow(2).mean()
+
+    differ = level_difference_norms(restricted, [x[i : i + 1] for i in range(3)], 2, params)
+    assert all(0 < n.difference for n in differ)
+    assert differ[0].relative == pytest.approx(differ[0].difference / differ[0].gradient)
+
+
+def test_saved_tensor_memory_grows_exactly_linearly_with_the_batch() -> None:
+    model = small_net(2, width=8)
+    x = torch.rand(8, 1, 32, 32)
+
+    def step(n: int):
+        return lambda: model(x[:n]).pow(2).mean().backward()
+
+    peaks = {n: peak_memory(step(n))["saved_bytes"] for n in (2, 4, 8)}
+    # Activations grow with the batch; the weights saved by each layer do not.
+    assert peaks[8] - peaks[4] == 2 * (peaks[4] - peaks[2]) > 0
+    assert peak_memory(step(4))["cuda_bytes"] is None
+    with SavedTensorMeter() as meter:
+        loss = model(x).pow(2).mean()
+    assert meter.live == meter.peak > 0
+    del loss
+    assert meter.live == 0
+
+
+def _point(psnr: float) -> dict:
+    return {"step": 1, "flops": 1.0, "work_units": 1.0, "seconds": 1.0, "psnr": psnr, "ssim": 0.5}
+
+
+def _strategy_entry(psnr: float) -> dict:
+    return {
+        "kind": "curve",
+        "points": [_point(psnr)],
+        "final": {**_point(psnr), "seconds_median": 1.0, "seconds_repeats": [1.0]},
+        "at_budget": [psnr, None],
+        "to_target": {"flops": None, "seconds": None, "flop_saving": None, "time_saving": None},
+        "data_share": {"0": 0.01},
+        "peak_memory": {"saved_bytes": 2**20, "cuda_bytes": None},
+        "runs": [{"steps": 1, "budget": None, "plan": {}}],
+    }
+
+
+def minimal_report() -> dict:
+    task = {
+        "description": "toy",
+        "spatial_dims": 2,
+        "size": 16,
+        "flops_per_sample": [4.0, 1.0],
+        "budget_flops": 2.0,
+        "budgets": [1.0, 2.0],
+        "target_psnr": 24.9,
+        "strategies": {"single": _strategy_entry(25.0), "mge": _strategy_entry(26.0)},
+        "diagnostics": {},
+        "memory": {},
+        "overhead": {"batch_sizes": [1, 4], "plugin_seconds_per_step": 0.011, "hand_written_seconds_per_step": 0.01,
+                     "overhead": 0.1},
+    }  # fmt: skip
+    meta = {"date": "2026-01-01", "command": "mge-bench", "machine": {}, "settings": {}, "seconds": 1.0}
+    return {"schema": SCHEMA_VERSION, "meta": meta, "tasks": {"toy": task}}
+
+
+def test_a_complete_report_validates_and_renders() -> None:
+    report = minimal_report()
+    validate_report(report)
+    text = markdown_report(report)
+    assert "| mge | 26.00 |" in text
+    assert "not reached" in text
+    assert "+10.0 %" in text
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        (("schema",), "other/2", "expected 'mge-bench/1'"),
+        (("meta", "date"), None, r"report.meta.date: expected str"),
+        (("tasks", "toy", "strategies", "mge", "final", "psnr"), math.nan, "is not finite"),
+        (("tasks", "toy", "strategies", "mge", "at_budget"), [1.0, "x"], r"at_budget\[1\]: expected int/float/null"),
+        (("tasks", "toy", "budgets"), 3.0, r"report.tasks.toy.budgets: expected a list"),
+        (("tasks", "toy", "strategies", "mge", "kind"), True, "expected str"),
+    ],
+)
+def test_report_errors_name_the_path(path: tuple, value, message: str) -> None:
+    report = copy.deepcopy(minimal_report())
+    node = report
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    with pytest.raises(ValueError, match=message):
+        validate_report(report)
+
+
+def test_report_requires_the_single_scale_baseline() -> None:
+    report = minimal_report()
+    del report["tasks"]["toy"]["strategies"]["single"]
+    with pytest.raises(ValueError, match=r"report.tasks.toy.strategies: missing key 'single'"):
+        validate_report(report)
