@@ -38,7 +38,7 @@ class PhantomVolumes(torch.utils.data.Dataset):
         return self.length
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        rng = np.random.RandomState(self.seed * 1_000_003 + index)
+        rng = np.random.RandomState((self.seed * 1_000_003 + index) % 2**32)
         image, _ = self._create(
             self.size, self.size, self.size, num_objs=6, rad_max=max(3, self.size // 4),
             rad_min=max(1, self.size // 16), noise_max=0.0, random_state=rng,

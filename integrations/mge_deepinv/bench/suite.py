@@ -38,7 +38,7 @@ def plan_runs(
 
     Curve strategies (single-scale, MGE, random-resized crops) run once, planned for ``F``, and are read at every
     budget along their curve (constant learning rate). Full-Multiscale and progressive resizing split their steps
-    over stages by the run's length, so they run once per budget.
+    over stages by the run's length, so they run once per budget. Random-resized crops are skipped in 3D.
     """
 
     def step_cost(plan) -> float:
@@ -49,6 +49,8 @@ def plan_runs(
     budgets = [budget / 2**j for j in reversed(range(settings.budgets))]
     runs = []
     for name in settings.strategies:
+        if name == "single+rrc" and dims == 3:
+            continue  # random-resized crops are a 2D photograph augmentation
         if name in FRONTIER_STRATEGIES:
             for b in budgets:
                 steps = steps_within_budget(lambda t, n=name: _strategy(n, settings, dims, t), b, step_cost)
