@@ -97,13 +97,25 @@ def atomic_save(
         save(obj, handle, **kwargs)
 
 
+def _legacy_numpy_state(state: tuple) -> dict[str, Any]:
+    # Tensors and plain numbers only, so checkpoint loaders with torch.load(weights_only=True) accept it.
+    kind, keys, pos, has_gauss, cached = state[:5]
+    return {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+            "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}  # fmt: skip
+
+
+def _legacy_numpy_tuple(state: Mapping[str, Any]) -> tuple:
+    keys = state["keys"].numpy().astype(np.uint32)
+    return state["kind"], keys, state["pos"], state["has_gauss"], state["cached_gaussian"]
+
+
 def _generator_state(generator: Generator) -> Any:
     if isinstance(generator, torch.Generator):
         return generator.get_state()
     if isinstance(generator, np.random.Generator):
         return generator.bit_generator.state
     if isinstance(generator, np.random.RandomState):
-        return generator.get_state()
+        return _legacy_numpy_state(generator.get_state())
     if isinstance(generator, random.Random):
         return generator.getstate()
     raise TypeError(
@@ -118,7 +130,7 @@ def _set_generator_state(generator: Generator, state: Any) -> None:
     elif isinstance(generator, np.random.Generator):
         generator.bit_generator.state = state
     elif isinstance(generator, np.random.RandomState):
-        generator.set_state(state)
+        generator.set_state(_legacy_numpy_tuple(state))
     else:
         generator.setstate(state)
 
@@ -134,11 +146,12 @@ def rng_state(generators: Mapping[str, Generator] | None = None) -> dict[str, An
             a data loader's), by a stable name.
 
     Returns:
-        A picklable dictionary for :func:`set_rng_state`.
+        A dictionary of tensors and plain values for :func:`set_rng_state`, loadable with
+        ``torch.load(weights_only=True)`` (as MONAI's ``CheckpointLoader`` loads).
     """
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
-        "numpy": np.random.get_state(),
+        "numpy": _legacy_numpy_state(np.random.get_state()),
         "python": random.getstate(),
         "generators": {name: _generator_state(g) for name, g in (generators or {}).items()},
     }
@@ -158,7 +171,7 @@ def set_rng_state(state: Mapping[str, Any], generators: Mapping[str, Generator] 
         KeyError: when a generator given here was not in the saved state, naming it.
     """
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
+    np.random.set_state(_legacy_numpy_tuple(state["numpy"]))
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

@@ -23,12 +23,26 @@ def child_env() -> dict[str, str]:
     return env
 
 
+def start_child(script: Path, *args: str) -> subprocess.Popen:
+    """Start ``script`` in the background (finish it with :func:`finish`)."""
+    return subprocess.Popen(
+        [sys.executable, str(script), *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=child_env(),
+    )
+
+
+def finish(process: subprocess.Popen, timeout: float = 120) -> None:
+    """Wait for a child started by :func:`start_child`; fail with its stderr when it failed."""
+    _, stderr = process.communicate(timeout=timeout)
+    assert process.returncode == 0, stderr[-3000:]
+
+
 def run_child(script: Path, *args: str, timeout: float = 120) -> None:
     """Run ``script`` to completion; fail with its stderr when it fails."""
-    result = subprocess.run(
-        [sys.executable, str(script), *args], capture_output=True, text=True, timeout=timeout, env=child_env()
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    finish(start_child(script, *args), timeout)
 
 
 def kill_after_checkpoint(script: Path, *args: str, folder: Path, pattern: str, timeout: float = 120) -> int:
@@ -37,9 +51,7 @@ def kill_after_checkpoint(script: Path, *args: str, folder: Path, pattern: str, 
     Returns:
         The child's return code (``-SIGKILL``). Fails if the child ended before it was killed.
     """
-    process = subprocess.Popen(
-        [sys.executable, str(script), *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=child_env()
-    )
+    process = start_child(script, *args)
     deadline = time.monotonic() + timeout
     try:
         while not list(folder.rglob(pattern)):

@@ -11,18 +11,19 @@ pytest.importorskip("deepinv")
 
 from mge_plugins import halving_split
 
-from ..killing import kill_after_checkpoint, run_child
+from ..killing import finish, kill_after_checkpoint, run_child, start_child
 
 CHILD = Path(__file__).with_name("resume_child.py")
 
 
 def test_sigkilled_run_resumed_from_its_latest_checkpoint_ends_with_identical_weights(tmp_path: Path) -> None:
     start = time.monotonic()
-    run_child(CHILD, str(tmp_path / "full"), str(tmp_path / "full.pt"))
+    uninterrupted = start_child(CHILD, str(tmp_path / "full"), str(tmp_path / "full.pt"))
     code = kill_after_checkpoint(
         CHILD, str(tmp_path / "killed"), str(tmp_path / "never.pt"), "--delay", "0.1",
         folder=tmp_path / "killed", pattern="ckp_[0-9]*.pth.tar",
     )  # fmt: skip
+    finish(uninterrupted)
     assert code == -signal.SIGKILL and not (tmp_path / "never.pt").exists()
     checkpoints = sorted(
         (p for p in (tmp_path / "killed").rglob("ckp_[0-9]*.pth.tar")), key=lambda p: int(p.name[4:-8])
