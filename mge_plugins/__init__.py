@@ -7,6 +7,7 @@ Host-agnostic (PyTorch and NumPy only). The DeepInverse and MONAI adapters live 
 from __future__ import annotations
 
 from .batching import SPLIT_MODES, batch_size_of, required_batch_size, slice_batch, split_batch
+from .checkpoint import RandomState, atomic_save, atomic_write, loader_generators, rng_state, set_rng_state
 from .config import MGEConfig, default_growth
 from .cost import (
     CostMeter,
@@ -53,6 +54,7 @@ __all__ = [
     "MGEConfig",
     "MGEStepStats",
     "MGEStrategy",
+    "RandomState",
     "Restrict",
     "SingleScaleStrategy",
     "Stage",
@@ -60,6 +62,8 @@ __all__ = [
     "StepPlan",
     "Strategy",
     "StrategyOptions",
+    "atomic_save",
+    "atomic_write",
     "available_strategies",
     "batch_size_of",
     "build_strategy",
@@ -69,6 +73,7 @@ __all__ = [
     "get_strategy",
     "halving_split",
     "level_shape",
+    "loader_generators",
     "measure_level_flops",
     "mge_backward",
     "mge_step",
@@ -78,6 +83,8 @@ __all__ = [
     "restrict",
     "restrict_batch",
     "restricted_randn",
+    "rng_state",
+    "set_rng_state",
     "slice_batch",
     "split_batch",
     "step_flops",

@@ -7,15 +7,18 @@ Swap ``SupervisedTrainer(`` for :class:`MultiscaleSupervisedTrainer` ``(``, or p
 from __future__ import annotations
 
 from .engines import MultiscaleIteration, MultiscaleSupervisedTrainer
+from .handlers import AtomicCheckpointSaver, make_atomic
 from .sampler import MultiscaleBatchSampler
 from .transforms import LevelPyramidd, RestrictLevel, RestrictLeveld, pyramid_key
 
 __all__ = [
+    "AtomicCheckpointSaver",
     "LevelPyramidd",
     "MultiscaleBatchSampler",
     "MultiscaleIteration",
     "MultiscaleSupervisedTrainer",
     "RestrictLevel",
     "RestrictLeveld",
+    "make_atomic",
     "pyramid_key",
 ]

@@ -6,6 +6,7 @@ import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -17,9 +18,13 @@ from mge_plugins import (
     CostMeter,
     CoupledRandomness,
     Strategy,
+    atomic_write,
     halving_split,
+    loader_generators,
     measure_level_flops,
     mge_backward,
+    rng_state,
+    set_rng_state,
     split_batch,
     strategy_for_loader,
 )
@@ -117,7 +122,14 @@ class MultiscaleTrainer(Trainer):
         )
         checkpoint_state = getattr(self, "_resumed_multiscale_state", None)
         if checkpoint_state is not None:
+            self._resumed_multiscale_state = None
             self.cost.load_state_dict(checkpoint_state["cost"])
+            self.train_seconds = checkpoint_state.get("train_seconds", 0.0)
+            self.history = list(checkpoint_state.get("history", []))
+            if checkpoint_state.get("scaler") and self.scaler.is_enabled():
+                self.scaler.load_state_dict(checkpoint_state["scaler"])
+            if "rng" in checkpoint_state:  # last: nothing may draw between here and the next epoch's loader
+                set_rng_state(checkpoint_state["rng"], self._owned_generators())
 
     def _loader_batch_size(self) -> int:
         loader = self.train_dataloader[0]
@@ -196,8 +208,11 @@ class MultiscaleTrainer(Trainer):
         params = getattr(self, "_current_params", {}) or {}
         mode = self.poser.mode_for(physics, has_x=x is not None, online=self.online_measurements)
         generators = [g for g in (getattr(getattr(physics, "noise_model", None), "rng", None),) if g is not None]
-        if not self._sizes_checked:
+        if not self._sizes_checked:  # leaves every random stream as it was, so a resumed run draws alike
+            rng = CoupledRandomness(generators)
+            rng.capture()
             self._check_sizes(x, y, slice_physics(physics, params, slice(0, 1), loaded), mode)
+            rng.replay()
         if self.cost.flops_per_sample is None:
             # Measure per-level FLOPs on one sample, leaving every random stream as it was.
             rng = CoupledRandomness(generators)
@@ -257,6 +272,8 @@ class MultiscaleTrainer(Trainer):
             x_t = x[start:stop] if x is not None else None
             posed = self.poser.pose(x_t, y[start:stop] if y is not None else None, physics_t, level, mode)
             x_net = self.model_inference(y=posed.y, physics=posed.physics, x=posed.x, train=True)
+            # Under autocast the network returns half precision; the loss is taken in >= float32.
+            x_net = x_net.to(torch.promote_types(x_net.dtype, torch.float32))
             total = 0.0
             with self.get_autocast_context():
                 for loss_fn in level_losses(self.losses, posed.physics):
@@ -335,19 +352,51 @@ class MultiscaleTrainer(Trainer):
 
     # --- checkpoints ------------------------------------------------------------------------
 
+    def _owned_generators(self) -> dict[str, Any]:
+        """Generators of the pipeline besides the global ones: loaders, physics generators, noise models."""
+        generators: dict[str, Any] = {}
+        for i, loader in enumerate(self.train_dataloader):
+            generators.update(loader_generators(loader, f"train_dataloader{i}"))
+        for i, generator in enumerate(self.physics_generator or []):
+            if isinstance(getattr(generator, "rng", None), torch.Generator):
+                generators[f"physics_generator{i}.rng"] = generator.rng
+        for i, physics in enumerate(self.physics):
+            rng = getattr(getattr(physics, "noise_model", None), "rng", None)
+            if isinstance(rng, torch.Generator):
+                generators[f"physics{i}.noise_model.rng"] = rng
+        return generators
+
     def save_model(self, filename, epoch, state=None) -> None:
-        """Deepinv's checkpoint plus the strategy and the cost counters."""
+        """Deepinv's checkpoint plus what an exact resume needs, written atomically.
+
+        Adds the strategy, the cost counters, the global step, the AMP scaler and every random
+        stream (PyTorch, CUDA, NumPy, Python, the loaders', physics generators' and noise models'
+        generators). The file is written to a temporary file in the same folder, synced and
+        renamed, so a kill during the save leaves the previous checkpoints intact.
+        """
         state = dict(state or {})
         if self.strategy_plan is not None:
             state["multiscale"] = {
                 "strategy": self.strategy_plan.describe(),
                 "cost": self.cost.state_dict(),
                 "train_ite": self._train_ite,
+                "train_seconds": self.train_seconds,
+                "history": self.history,
+                "scaler": self.scaler.state_dict(),
+                "rng": rng_state(self._owned_generators()),
             }
-        super().save_model(filename, epoch, state=state)
+        if not self.save_path:
+            super().save_model(filename, epoch, state=state)
+            return
+        with atomic_write(Path(self.save_path) / filename) as tmp:
+            super().save_model(tmp.name, epoch, state=state)
 
     def load_model(self, ckpt_pretrained=None, strict: bool = True):
-        """Deepinv's resume; the stage follows from the restored epoch, the cost counters are restored."""
+        """Deepinv's resume (model, optimizer, scheduler, epoch), then the rest of the saved state.
+
+        The stage follows from the restored epoch; the cost counters, the AMP scaler and the
+        random streams are restored by :meth:`setup_train`, right before the next epoch starts.
+        """
         checkpoint = super().load_model(ckpt_pretrained, strict=strict)
         if checkpoint is not None and "multiscale" in checkpoint:
             self._resumed_multiscale_state = checkpoint["multiscale"]  # applied by setup_train

@@ -219,9 +219,10 @@ class MultiscaleIteration:
                     fine_shape, level, keep_std=self.keep_noise_std, dtype=y.dtype, device=y.device
                 )
                 x = y + self.noise_sigma * noise
-            with torch.autocast("cuda", **engine.amp_kwargs) if autocast else nullcontext():
+            with torch.autocast(x.device.type, **engine.amp_kwargs) if autocast else nullcontext():
                 pred = engine.inferer(x, engine.network, *args, **kwargs)
-                loss = engine.loss_function(pred, y).mean()
+            # The loss (and so each MGE difference) is taken in >= float32, whatever autocast returned.
+            loss = engine.loss_function(pred.to(torch.promote_types(pred.dtype, torch.float32)), y).mean()
             if start == 0 and level == plan.level and not first:
                 first.update({Keys.IMAGE: x, Keys.LABEL: y, Keys.PRED: pred.detach()})
             return loss
