@@ -7,6 +7,7 @@ Host-agnostic (PyTorch and NumPy only). The DeepInverse and MONAI adapters live 
 from __future__ import annotations
 
 from .batching import SPLIT_MODES, batch_size_of, required_batch_size, slice_batch, split_batch
+from .checks import check_batch_rank, check_dataset_length, check_network
 from .config import MGEConfig, default_growth
 from .cost import (
     CostMeter,
@@ -19,6 +20,7 @@ from .cost import (
 )
 from .coupling import CoupledRandomness, restricted_randn
 from .estimator import LevelLoss, MGEStepStats, mge_backward
+from .nonfinite import NONFINITE_MODES, NonFiniteError, NonFinitePolicy, NonFiniteStepWarning
 from .restriction import RESTRICTION_METHODS, Restrict, check_level_sizes, level_shape, restrict
 from .schedule import FullMultiscaleSchedule, Stage, halving_split
 from .step import mge_step, restrict_batch
@@ -41,6 +43,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "NONFINITE_MODES",
     "RESTRICTION_METHODS",
     "SPLIT_MODES",
     "CostMeter",
@@ -51,6 +54,9 @@ __all__ = [
     "MGEConfig",
     "MGEStepStats",
     "MGEStrategy",
+    "NonFiniteError",
+    "NonFinitePolicy",
+    "NonFiniteStepWarning",
     "Restrict",
     "SingleScaleStrategy",
     "Stage",
@@ -61,7 +67,10 @@ __all__ = [
     "available_strategies",
     "batch_size_of",
     "build_strategy",
+    "check_batch_rank",
+    "check_dataset_length",
     "check_level_sizes",
+    "check_network",
     "count_flops",
     "default_growth",
     "get_strategy",
