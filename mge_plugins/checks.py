@@ -15,8 +15,13 @@ from torch import nn
 __all__ = ["check_batch_rank", "check_dataset_length", "check_network"]
 
 
-def check_batch_rank(batch: torch.Tensor, what: str = "the loaded images") -> None:
-    """Require a ``(B, C, H, W)`` or ``(B, C, D, H, W)`` tensor.
+def check_batch_rank(batch: torch.Tensor, what: str = "the loaded images", *, batched: bool = True) -> None:
+    """Require ``(B, C, H, W)``/``(B, C, D, H, W)`` tensors (``(C, H, W)``/``(C, D, H, W)`` samples).
+
+    Args:
+        batch: the tensor to check.
+        what: how the error names it.
+        batched: whether it has a leading batch axis (a loaded batch) or is one sample.
 
     Raises:
         ValueError: naming the shape and the fix (add the channel axis in the dataset).
@@ -24,11 +29,14 @@ def check_batch_rank(batch: torch.Tensor, what: str = "the loaded images") -> No
     Example:
         >>> check_batch_rank(torch.zeros(2, 1, 8, 8))
     """
-    if not isinstance(batch, torch.Tensor) or batch.dim() not in (4, 5):
+    ranks, layout = ((4, 5), "batches of (B, C, H, W) images or (B, C, D, H, W) volumes")
+    if not batched:
+        ranks, layout = ((3, 4), "samples of (C, H, W) images or (C, D, H, W) volumes")
+    if not isinstance(batch, torch.Tensor) or batch.dim() not in ranks:
         shape = tuple(batch.shape) if isinstance(batch, torch.Tensor) else type(batch).__name__
         raise ValueError(
-            f"{what} have shape {shape}: multiscale training needs batches of (B, C, H, W) images or "
-            "(B, C, D, H, W) volumes; give every sample a channel axis in the dataset (e.g. image[None])"
+            f"{what} have shape {shape}: multiscale training needs {layout}; give every sample a channel axis "
+            "in the dataset (e.g. image[None])"
         )
 
 

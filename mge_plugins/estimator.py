@@ -207,7 +207,7 @@ def mge_backward(
 
     def checked(value: torch.Tensor, k: int, level: int) -> torch.Tensor:
         if not bool(torch.isfinite(value.detach())):
-            raise NonFiniteError(k, _term_levels(k, last, base_level), "loss", level=level, value=float(value))
+            raise NonFiniteError(k, _term_levels(k, last, base_level), "loss", level=level, value=float(value.detach()))
         return value
 
     for k, batch in enumerate(batches):

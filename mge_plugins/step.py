@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from .batching import _map_tensors, split_batch
+from .checks import check_batch_rank
 from .config import MGEConfig
 from .cost import CostMeter, StepCost, step_work_units
 from .coupling import CoupledRandomness
@@ -100,6 +101,8 @@ def mge_step(
     else:
         sizes, base_level, method = config.batch_sizes, config.level, config.restriction
     if pose is None:
+        check_batch_rank(batch[0], what="the inputs")
+        check_batch_rank(batch[1], what="the targets")
 
         def pose(b: Any, level: int) -> tuple[torch.Tensor, torch.Tensor]:
             return restrict_batch(b[0], level, method), restrict_batch(b[1], level, method)

@@ -98,9 +98,11 @@ def check_nifti(path: str | Path) -> None:
     path = Path(path)
     fix = "replace or remove the file (re-export or re-download it)"
     try:
-        header = nib.load(str(path)).header
-        voxels = int(np.prod(header.get_data_shape()))
-        expected = int(header.get_data_offset()) + voxels * header.get_data_dtype().itemsize
+        image = nib.load(str(path))
+        header = image.header
+        offset = getattr(image.dataobj, "offset", None)
+        offset = int(header.get_data_offset() if offset is None else offset)
+        expected = offset + int(np.prod(header.get_data_shape())) * header.get_data_dtype().itemsize
     except Exception as error:  # nibabel raises several types for a damaged or foreign file
         raise ValueError(f"{path} is not a readable NIfTI file ({error}); {fix}") from error
     if path.name.endswith(".gz"):

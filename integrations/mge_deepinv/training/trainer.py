@@ -153,7 +153,7 @@ class MultiscaleTrainer(Trainer):
         elif isinstance(sample, (tuple, list)):
             sample = sample[0]
         if isinstance(sample, torch.Tensor):
-            check_batch_rank(sample[None], what="the training dataset's samples (with a batch axis)")
+            check_batch_rank(sample, what="the training dataset's samples", batched=False)
 
     def _loader_batch_size(self) -> int:
         loader = self.train_dataloader[0]
@@ -304,6 +304,7 @@ class MultiscaleTrainer(Trainer):
                 if p.requires_grad:
                     p.grad = torch.zeros_like(p)
         self.optimizer.step = lambda *args, **kwargs: None
+        self.scaler.scale(torch.zeros((), device=self.device))  # an enabled scaler may not have scaled a term yet
         self.cost.add(plan.batch_sizes, plan.level)
         logs["level"] = plan.level
         logs["skipped_steps"] = self.skipped_steps
