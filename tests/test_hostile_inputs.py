@@ -203,7 +203,7 @@ NONFINITE_CASES = [
         "gradient",
         r"MGE term 1 \(levels 1 - 2\): the accumulated gradients are not finite .*\(first: \S+weight\)",
         id="gradient-term1",
-    ),  # fmt: skip
+    ),
 ]
 
 
