@@ -36,7 +36,7 @@ def check_batch_rank(batch: torch.Tensor, what: str = "the loaded images", *, ba
         shape = tuple(batch.shape) if isinstance(batch, torch.Tensor) else type(batch).__name__
         raise ValueError(
             f"{what} have shape {shape}: multiscale training needs {layout}; give every sample a channel axis "
-            "in the dataset (e.g. image[None])"
+            "in the dataset (e.g. image[None], or MONAI's EnsureChannelFirstd)"
         )
 
 

@@ -61,7 +61,7 @@ class NonFiniteError(FloatingPointError):
         else:
             named = f" (first: {parameter})" if parameter else ""
             what = f"the accumulated gradients are not finite after its backward pass{named}"
-            fix = "lower the learning rate, clip gradients (max_grad_norm=) or check the network at that level"
+            fix = "lower the learning rate, clip gradients or check the network at that level"
         super().__init__(
             f"MGE term {term} ({span}): {what}, so this step's gradients are invalid and no optimizer step may "
             f"use them; {fix}, or pass nonfinite='skip' to skip such steps"
