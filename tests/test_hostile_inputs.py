@@ -438,3 +438,14 @@ def test_empty_folder_is_named(tmp_path: Path, loader, match) -> None:
 def test_valid_files_pass_the_checks(tmp_path: Path) -> None:
     assert len(folder_images(write_images(tmp_path / "img"))) == 2
     assert len(nifti_files(tmp_path / "vol" if write_volumes(tmp_path / "vol", 3) else None)) == 3
+
+
+def test_docs_errors_snippet_runs() -> None:
+    import re
+
+    doc = Path(__file__).resolve().parents[1] / "docs" / "errors.md"
+    (block,) = re.findall(r"```python\n(.*?)```", doc.read_text(), flags=re.S)
+    namespace: dict = {}
+    with pytest.warns(NonFiniteStepWarning, match="loss of term 0 at level 0"):
+        exec(compile(block, str(doc), "exec"), namespace)
+    assert namespace["stats"].skipped and namespace["policy"].skipped == 1
