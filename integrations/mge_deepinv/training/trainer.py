@@ -34,6 +34,10 @@ from .levels import LevelPoser, check_losses, level_losses, slice_physics
 __all__ = ["MultiscaleTrainer"]
 
 
+def _no_optimizer_step(*args: Any, **kwargs: Any) -> None:
+    """Stands in for ``optimizer.step`` during a skipped training step."""
+
+
 @dataclass
 class MultiscaleTrainer(Trainer):
     r"""``deepinv.Trainer`` that trains with Multiscale Gradient Estimation or Full-Multiscale.
@@ -209,7 +213,7 @@ class MultiscaleTrainer(Trainer):
         try:
             super().step(epoch, progress_bar, train_ite=train_ite, train=train, **kwargs)
         finally:
-            if "step" in vars(self.optimizer):  # the no-op installed for a skipped step
+            if vars(self.optimizer).get("step") is _no_optimizer_step:  # installed for a skipped step
                 del self.optimizer.step
         if train:
             if self.device.type == "cuda":
@@ -303,7 +307,7 @@ class MultiscaleTrainer(Trainer):
             for p in group["params"]:
                 if p.requires_grad:
                     p.grad = torch.zeros_like(p)
-        self.optimizer.step = lambda *args, **kwargs: None
+        self.optimizer.step = _no_optimizer_step
         self.scaler.scale(torch.zeros((), device=self.device))  # an enabled scaler may not have scaled a term yet
         self.cost.add(plan.batch_sizes, plan.level)
         logs["level"] = plan.level

@@ -109,7 +109,7 @@ class MultiscaleIteration:
         label_key: str = "label",
         nonfinite: str = "raise",
     ) -> None:
-        self.nonfinite = NonFinitePolicy(nonfinite)
+        self.nonfinite_policy = NonFinitePolicy(nonfinite)
         self.noise_sigma = noise_sigma
         self.keep_noise_std = keep_noise_std
         self.label_key = label_key
@@ -131,7 +131,7 @@ class MultiscaleIteration:
     @property
     def skipped_steps(self) -> int:
         """Iterations skipped because of a non-finite loss or gradient (``nonfinite="skip"``)."""
-        return self.nonfinite.skipped
+        return self.nonfinite_policy.skipped
 
     # --- setup --------------------------------------------------------------------------------
 
@@ -231,7 +231,7 @@ class MultiscaleIteration:
             self.cost = CostMeter(inputs.dim() - 2, baseline_batch_size=baseline)
             if saved:
                 self.cost.load_state_dict(saved)
-            self.nonfinite.skipped = int(getattr(engine.state, SKIPPED_KEY, 0) or 0)
+            self.nonfinite_policy.skipped = int(getattr(engine.state, SKIPPED_KEY, 0) or 0)
             self._cost_ready = True
         plan = self.strategy.plan(engine.state.iteration - 1)
         first: dict[str, torch.Tensor] = {}
@@ -288,7 +288,7 @@ class MultiscaleIteration:
             )
         except NonFiniteError as error:
             engine.optimizer.zero_grad(set_to_none=True)
-            self.nonfinite.handle(error)  # raises in "raise" mode
+            self.nonfinite_policy.handle(error)  # raises in "raise" mode
             return self._skipped(engine, plan, first, inputs.device)
         engine.state.output = dict(first)
         engine.state.output[Keys.LOSS] = torch.tensor(stats.fine_loss, device=inputs.device)
@@ -315,10 +315,10 @@ class MultiscaleIteration:
         engine.state.output = dict(first)
         engine.state.output[Keys.LOSS] = torch.tensor(float("nan"), device=device)
         self._account(engine, plan)
-        setattr(engine.state, SKIPPED_KEY, self.nonfinite.skipped)
+        setattr(engine.state, SKIPPED_KEY, self.nonfinite_policy.skipped)
         engine.state.output["mge_level"] = plan.level
         engine.state.output["mge_stage"] = -1 if plan.stage is None else plan.stage
-        engine.state.output["mge_skipped_steps"] = self.nonfinite.skipped
+        engine.state.output["mge_skipped_steps"] = self.nonfinite_policy.skipped
         return engine.state.output
 
     def _clean(self, batchdata: Any, targets: torch.Tensor, start: int, stop: int, level: int) -> torch.Tensor:
