@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from .batching import SPLIT_MODES, batch_size_of, required_batch_size, slice_batch, split_batch
 from .checkpoint import RandomState, atomic_save, atomic_write, loader_generators, rng_state, set_rng_state
+from .checks import check_batch_rank, check_dataset_length, check_network
 from .config import MGEConfig, default_growth
 from .cost import (
     CostMeter,
@@ -20,6 +21,7 @@ from .cost import (
 )
 from .coupling import CoupledRandomness, restricted_randn
 from .estimator import LevelLoss, MGEStepStats, mge_backward
+from .nonfinite import NONFINITE_MODES, NonFiniteError, NonFinitePolicy, NonFiniteStepWarning
 from .restriction import RESTRICTION_METHODS, Restrict, check_level_sizes, level_shape, restrict
 from .schedule import FullMultiscaleSchedule, Stage, halving_split
 from .step import mge_step, restrict_batch
@@ -43,6 +45,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "NONFINITE_MODES",
     "RESTRICTION_METHODS",
     "SPLIT_MODES",
     "CostMeter",
@@ -55,6 +58,9 @@ __all__ = [
     "MGEStepStats",
     "MGEStrategy",
     "RandomState",
+    "NonFiniteError",
+    "NonFinitePolicy",
+    "NonFiniteStepWarning",
     "Restrict",
     "SingleScaleStrategy",
     "Stage",
@@ -67,7 +73,10 @@ __all__ = [
     "available_strategies",
     "batch_size_of",
     "build_strategy",
+    "check_batch_rank",
+    "check_dataset_length",
     "check_level_sizes",
+    "check_network",
     "count_flops",
     "default_growth",
     "get_strategy",

@@ -14,7 +14,7 @@ that use it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,8 +24,11 @@ import torch
 from .batching import _tensor_leaves, batch_size_of
 from .cost import StepCost, step_flops, step_work_units
 from .coupling import CoupledRandomness
+from .nonfinite import NonFiniteError
 
 __all__ = ["LevelLoss", "MGEStepStats", "mge_backward"]
+
+Parameters = Iterable[torch.Tensor] | Iterable[tuple[str, torch.Tensor]] | torch.nn.Module
 
 LevelLoss = Callable[[Any, int], torch.Tensor]
 """``level_loss(batch, level) -> scalar``: mean loss of ``batch`` posed at ``level`` (0 = finest)."""
@@ -42,6 +45,8 @@ class MGEStepStats:
         batch_sizes: per-term batch sizes.
         base_level: level of the finest term.
         cost: work units (and FLOPs when per-level FLOPs were given) of the step.
+        skipped: true when the host skipped the step because of a non-finite loss or gradient
+            (then the values are NaN and no optimizer step was taken).
     """
 
     term_values: tuple[float, ...]
@@ -49,6 +54,7 @@ class MGEStepStats:
     batch_sizes: tuple[int, ...]
     base_level: int
     cost: StepCost = field(default_factory=lambda: StepCost(0.0))
+    skipped: bool = False
 
     @property
     def estimate(self) -> float:
@@ -87,6 +93,26 @@ def _as_scalar_term(value: torch.Tensor, level: int) -> torch.Tensor:
     return value.to(torch.promote_types(value.dtype, torch.float32))
 
 
+def _term_levels(k: int, last: int, base_level: int) -> tuple[int, ...]:
+    level = base_level + k
+    return (level, level + 1) if k < last else (level,)
+
+
+def _named_parameters(parameters: Parameters | None) -> list[tuple[str, torch.Tensor]]:
+    if parameters is None:
+        return []
+    if isinstance(parameters, torch.nn.Module):
+        return list(parameters.named_parameters())
+    items = list(parameters)
+    return [item if isinstance(item, tuple) else (f"parameter {i}", item) for i, item in enumerate(items)]
+
+
+def _all_finite(grads: list[torch.Tensor]) -> torch.Tensor:
+    if not grads:
+        return torch.tensor(True)
+    return torch.stack([torch.isfinite(g).all() for g in grads]).all()
+
+
 def mge_backward(
     level_loss: LevelLoss,
     batches: Sequence[Any],
@@ -97,6 +123,7 @@ def mge_backward(
     coupling: CoupledRandomness | bool = True,
     spatial_dims: int | None = None,
     flops_per_sample: Sequence[float] | None = None,
+    parameters: Parameters | None = None,
 ) -> MGEStepStats:
     """Accumulate the MGE gradient estimate into the parameters' ``.grad``, term by term.
 
@@ -125,6 +152,10 @@ def mge_backward(
             generators, or ``False``.
         spatial_dims: 2 or 3 for the work units; inferred from the first 4-D/5-D tensor.
         flops_per_sample: per-sample FLOPs per absolute level, to report the step's FLOPs.
+        parameters: parameters whose accumulated gradients are checked for NaN/inf after the
+            passes (a module or ``named_parameters()`` lets the error name the first one).
+            ``None`` checks the losses only; leave it ``None`` when a ``GradScaler`` scales the
+            terms, since scaled gradients may overflow and the scaler skips such steps itself.
 
     Returns:
         :class:`MGEStepStats` with per-term values, the fine loss and the step's cost.
@@ -132,8 +163,11 @@ def mge_backward(
     Raises:
         ValueError: for an empty batch list, an empty batch, or a ``level_loss`` that does not
             return a differentiable scalar.
-        FloatingPointError: when a term is not finite, naming the term and its levels. The
-            gradients accumulated so far are then invalid: zero them before the next step.
+        NonFiniteError: (a ``FloatingPointError``) when a level's loss is not finite, raised
+            before that loss is backpropagated, or when the gradients of ``parameters`` are not
+            finite after the last pass; it names the term, its levels and the first parameter
+            concerned. The gradients accumulated so far are then invalid: zero them and take
+            no optimizer step.
 
     Example:
         >>> from mge_plugins import restrict
@@ -168,11 +202,19 @@ def mge_backward(
             with no_sync():
                 backward(signed_loss)
 
+    named = _named_parameters(parameters)
+    finite_after: list[torch.Tensor] = []  # one flag per term, read with one sync at the end
+
+    def checked(value: torch.Tensor, k: int, level: int) -> torch.Tensor:
+        if not bool(torch.isfinite(value.detach())):
+            raise NonFiniteError(k, _term_levels(k, last, base_level), "loss", level=level, value=float(value.detach()))
+        return value
+
     for k, batch in enumerate(batches):
         level = base_level + k
         if coupling and k < last:
             coupling.capture()
-        fine = _as_scalar_term(level_loss(batch, level), level)
+        fine = checked(_as_scalar_term(level_loss(batch, level), level), k, level)
         fine_value = fine.detach()
         if k == 0:
             fine_loss = fine_value
@@ -181,22 +223,22 @@ def mge_backward(
         if k < last:
             if coupling:
                 coupling.replay()
-            coarse = _as_scalar_term(level_loss(batch, level + 1), level + 1)
+            coarse = checked(_as_scalar_term(level_loss(batch, level + 1), level + 1), k, level + 1)
             values.append(fine_value - coarse.detach())
             run_backward(-coarse, final=False)
             del coarse
         else:
             values.append(fine_value)
+        if named:
+            finite_after.append(_all_finite([p.grad for _, p in named if p.grad is not None]))
     assert fine_loss is not None
+    if finite_after:
+        flags = torch.stack([f.cpu() for f in finite_after]).tolist()
+        if not all(flags):
+            k = flags.index(False)
+            first = next((n for n, p in named if p.grad is not None and not bool(torch.isfinite(p.grad).all())), None)
+            raise NonFiniteError(k, _term_levels(k, last, base_level), "gradient", parameter=first)
     term_values = torch.stack(values).tolist()
-    for k, value in enumerate(term_values):
-        if not torch.isfinite(torch.tensor(value)):
-            lv = base_level + k
-            where = f"levels {lv} - {lv + 1}" if k < last else f"level {lv}"
-            raise FloatingPointError(
-                f"MGE term {k} ({where}) is {value}; the accumulated gradients are invalid, so zero "
-                "them and skip this optimizer step (lower the learning rate or check the data)"
-            )
     dims = spatial_dims if spatial_dims is not None else _infer_spatial_dims(batches[0])
     cost = StepCost(
         step_work_units(sizes, base_level=base_level, spatial_dims=dims),

@@ -9,10 +9,12 @@ import torch
 from torch import nn
 
 from .batching import _map_tensors, split_batch
+from .checks import check_batch_rank
 from .config import MGEConfig
-from .cost import CostMeter
+from .cost import CostMeter, StepCost, step_work_units
 from .coupling import CoupledRandomness
-from .estimator import MGEStepStats, mge_backward
+from .estimator import MGEStepStats, _infer_spatial_dims, mge_backward
+from .nonfinite import NonFiniteError, NonFinitePolicy
 from .restriction import restrict
 from .strategies import StepPlan
 
@@ -48,6 +50,7 @@ def mge_step(
     max_grad_norm: float | None = None,
     coupling: CoupledRandomness | bool = True,
     meter: CostMeter | None = None,
+    nonfinite: str | NonFinitePolicy = "raise",
 ) -> MGEStepStats:
     """One optimizer step of MGE training: zero grads, term-by-term backward, one update.
 
@@ -71,9 +74,19 @@ def mge_step(
         max_grad_norm: clip the total gradient norm once, after all terms.
         coupling: see :func:`~mge_plugins.mge_backward`.
         meter: a :class:`CostMeter` that records the step.
+        nonfinite: what a NaN/inf loss at any level, or a non-finite accumulated gradient,
+            does: ``"raise"`` (default) a :class:`~mge_plugins.NonFiniteError` naming the term
+            and level, with the gradients cleared and the weights and optimizer state untouched;
+            ``"skip"`` clears the gradients and takes no optimizer step. Pass one
+            :class:`~mge_plugins.NonFinitePolicy` to every step to warn once and count the
+            skipped steps (``policy.skipped``). With a ``scaler``, gradients are left to the
+            scaler's own inf/NaN check (scaled gradients may overflow legitimately).
 
     Returns:
-        The :class:`MGEStepStats` of the step.
+        The :class:`MGEStepStats` of the step; ``stats.skipped`` is true for a skipped step.
+
+    Raises:
+        NonFiniteError: with ``nonfinite="raise"``, for a non-finite loss or gradient.
 
     Example:
         >>> model = torch.nn.Conv2d(1, 1, 3, padding=1)
@@ -88,6 +101,8 @@ def mge_step(
     else:
         sizes, base_level, method = config.batch_sizes, config.level, config.restriction
     if pose is None:
+        check_batch_rank(batch[0], what="the inputs")
+        check_batch_rank(batch[1], what="the targets")
 
         def pose(b: Any, level: int) -> tuple[torch.Tensor, torch.Tensor]:
             return restrict_batch(b[0], level, method), restrict_batch(b[1], level, method)
@@ -96,16 +111,31 @@ def mge_step(
         inputs, targets = pose(b, level)
         return loss_fn(model(inputs), targets)
 
+    policy = NonFinitePolicy.of(nonfinite)
+    scaling = scaler is not None and scaler.is_enabled()
     backward = None if scaler is None else (lambda term: scaler.scale(term).backward())
     optimizer.zero_grad(set_to_none=True)
-    stats = mge_backward(
-        level_loss,
-        split_batch(batch, sizes, split),
-        backward=backward,
-        base_level=base_level,
-        coupling=coupling,
-        flops_per_sample=meter.flops_per_sample if meter is not None else None,
-    )
+    terms = split_batch(batch, sizes, split)
+    try:
+        stats = mge_backward(
+            level_loss,
+            terms,
+            backward=backward,
+            base_level=base_level,
+            coupling=coupling,
+            flops_per_sample=meter.flops_per_sample if meter is not None else None,
+            parameters=None if scaling else model,
+        )
+    except NonFiniteError as error:
+        optimizer.zero_grad(set_to_none=True)
+        policy.handle(error)  # raises in "raise" mode
+        work = step_work_units(tuple(sizes), base_level=base_level, spatial_dims=_infer_spatial_dims(terms[0]))
+        stats = MGEStepStats(
+            tuple(float("nan") for _ in sizes), float("nan"), tuple(sizes), base_level, StepCost(work), skipped=True
+        )
+        if meter is not None:
+            meter.add(stats.batch_sizes, stats.base_level)
+        return stats
     if scaler is not None:
         scaler.unscale_(optimizer)
     if max_grad_norm is not None:

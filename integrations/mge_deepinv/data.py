@@ -64,8 +64,11 @@ def folder_images(folder: str | Path, channels: int = 1) -> list[torch.Tensor]:
     for path in paths:
         try:
             image = decode_image(str(path), mode=ImageReadMode.UNCHANGED).float() / 255.0
-        except RuntimeError as error:
-            raise ValueError(f"cannot decode {path}: {error}") from error
+        except (RuntimeError, OSError) as error:
+            reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+            raise ValueError(
+                f"cannot decode {path} ({reason}): the file is truncated, corrupt or not an image; replace or remove it"
+            ) from error
         images.append(_to_channels(image, channels))
     return images
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +13,7 @@ from monai.utils import optional_import
 
 nib, has_nibabel = optional_import("nibabel")
 
-__all__ = ["NIFTI_SUFFIXES", "nifti_files", "retina_image", "write_synthetic_volumes"]
+__all__ = ["NIFTI_SUFFIXES", "check_nifti", "nifti_files", "retina_image", "write_synthetic_volumes"]
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
@@ -54,10 +56,15 @@ def write_synthetic_volumes(
     return paths
 
 
-def nifti_files(folder: str | Path) -> list[Path]:
+def nifti_files(folder: str | Path, check: bool = True) -> list[Path]:
     """Every NIfTI file in ``folder``, sorted.
 
+    :param folder: the data folder.
+    :param check: read each file's header and check that its data are complete (the file's size,
+        or for ``.nii.gz`` the gzip trailer, decompressing only a file whose trailer disagrees), so
+        an unreadable or truncated file is named before training rather than inside a loader worker.
     :raises FileNotFoundError: when the folder is missing or holds no NIfTI file, naming it.
+    :raises ValueError: for an unreadable or truncated file, naming it.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -65,7 +72,53 @@ def nifti_files(folder: str | Path) -> list[Path]:
     paths = sorted(p for p in folder.iterdir() if p.name.endswith(NIFTI_SUFFIXES))
     if not paths:
         raise FileNotFoundError(f"no NIfTI files ({', '.join(NIFTI_SUFFIXES)}) in {folder}")
+    if check:
+        for path in paths:
+            check_nifti(path)
     return paths
+
+
+def _gzip_length(path: Path) -> int:
+    """Uncompressed length of a gzip file, decompressing it chunk by chunk."""
+    total = 0
+    with gzip.open(path, "rb") as stream:
+        while chunk := stream.read(1 << 22):
+            total += len(chunk)
+    return total
+
+
+def check_nifti(path: str | Path) -> None:
+    """Fail with the file's name if ``path`` is not a readable, complete NIfTI file.
+
+    :raises ValueError: naming the file, what is wrong and the fix.
+    :raises ImportError: without nibabel, naming the install command.
+    """
+    if not has_nibabel:
+        raise ImportError("reading NIfTI files needs nibabel: pip install nibabel")
+    path = Path(path)
+    fix = "replace or remove the file (re-export or re-download it)"
+    try:
+        image = nib.load(str(path))
+        header = image.header
+        offset = getattr(image.dataobj, "offset", None)
+        offset = int(header.get_data_offset() if offset is None else offset)
+        expected = offset + int(np.prod(header.get_data_shape())) * header.get_data_dtype().itemsize
+    except Exception as error:  # nibabel raises several types for a damaged or foreign file
+        raise ValueError(f"{path} is not a readable NIfTI file ({error}); {fix}") from error
+    if path.name.endswith(".gz"):
+        with path.open("rb") as stream:
+            stream.seek(-4, 2)
+            trailer = int.from_bytes(stream.read(4), "little")
+        if trailer == expected % 2**32:
+            return
+        try:
+            actual = _gzip_length(path)
+        except (EOFError, OSError, zlib.error) as error:
+            raise ValueError(f"{path} is truncated or corrupt ({error}); {fix}") from error
+    else:
+        actual = path.stat().st_size
+    if actual < expected:
+        raise ValueError(f"{path} is truncated: its header needs {expected} bytes but it holds {actual}; {fix}")
 
 
 def retina_image() -> torch.Tensor:

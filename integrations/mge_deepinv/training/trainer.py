@@ -17,8 +17,13 @@ from torch import nn
 from mge_plugins import (
     CostMeter,
     CoupledRandomness,
+    NonFiniteError,
+    NonFinitePolicy,
     Strategy,
     atomic_write,
+    check_batch_rank,
+    check_dataset_length,
+    check_network,
     halving_split,
     loader_generators,
     measure_level_flops,
@@ -32,6 +37,10 @@ from mge_plugins import (
 from .levels import LevelPoser, check_losses, level_losses, slice_physics
 
 __all__ = ["MultiscaleTrainer"]
+
+
+def _no_optimizer_step(*args: Any, **kwargs: Any) -> None:
+    """Stands in for ``optimizer.step`` during a skipped training step."""
 
 
 @dataclass
@@ -70,6 +79,10 @@ class MultiscaleTrainer(Trainer):
     :param int, None size_multiple: divisor the network needs on every level (e.g. 8 for a U-Net
         with 3 downsamplings); ``None`` checks with a dry forward pass at the coarsest level.
     :param str split: ``"nested"`` or ``"disjoint"`` per-term batches.
+    :param str nonfinite: ``"raise"`` (default) a :class:`mge_plugins.NonFiniteError` naming the
+        term and level when a level's loss or the accumulated gradient is NaN/inf, with the weights
+        and optimizer state untouched; ``"skip"`` such steps (no optimizer step, one warning, counted
+        in :attr:`skipped_steps`). With ``mixed_precision``, gradients are left to the ``GradScaler``.
     """
 
     strategy: str = "full-multiscale"
@@ -84,9 +97,11 @@ class MultiscaleTrainer(Trainer):
     mge_levels: int | None = None
     size_multiple: int | None = None
     split: str = "nested"
+    nonfinite: str = "raise"
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        self.nonfinite_policy = NonFinitePolicy(self.nonfinite)
         self.poser = LevelPoser(self.coarse_mode, self.coarse_noise, self.restriction)
         self.strategy_plan: Strategy | None = None
         self.cost = CostMeter()
@@ -116,6 +131,8 @@ class MultiscaleTrainer(Trainer):
                     "BatchNorm (deepinv.models.UNet(batch_norm=False)) or with instance/group normalisation.",
                     stacklevel=2,
                 )
+        if self.strategy != "single":
+            self._check_dataset()
         self.strategy_plan = self._build_strategy()
         self.cost = CostMeter(
             spatial_dims=self._spatial_dims(), baseline_batch_size=self._loader_batch_size(), flops_per_sample=None
@@ -130,6 +147,29 @@ class MultiscaleTrainer(Trainer):
                 self.scaler.load_state_dict(checkpoint_state["scaler"])
             if "rng" in checkpoint_state:  # last: nothing may draw between here and the next epoch's loader
                 set_rng_state(checkpoint_state["rng"], self._owned_generators())
+
+    @property
+    def skipped_steps(self) -> int:
+        """Training steps skipped because of a non-finite loss or gradient (``nonfinite="skip"``)."""
+        return self.nonfinite_policy.skipped
+
+    def _check_dataset(self) -> None:
+        """Sample rank and dataset length, from the dataset itself before any batch is loaded."""
+        loader = self.train_dataloader[0]
+        dataset = loader.dataset
+        try:
+            length = len(dataset)
+        except TypeError:  # an iterable dataset: checked on the first batch instead
+            return
+        need = self._loader_batch_size()
+        check_dataset_length(length, need)
+        sample = dataset[0] if length else None
+        if isinstance(sample, dict):
+            sample = sample.get("x", sample.get("y"))
+        elif isinstance(sample, (tuple, list)):
+            sample = sample[0]
+        if isinstance(sample, torch.Tensor):
+            check_batch_rank(sample, what="the training dataset's samples", batched=False)
 
     def _loader_batch_size(self) -> int:
         loader = self.train_dataloader[0]
@@ -182,7 +222,11 @@ class MultiscaleTrainer(Trainer):
             self._train_ite = train_ite
         self._in_train_step = train
         start = time.perf_counter()
-        super().step(epoch, progress_bar, train_ite=train_ite, train=train, **kwargs)
+        try:
+            super().step(epoch, progress_bar, train_ite=train_ite, train=train, **kwargs)
+        finally:
+            if vars(self.optimizer).get("step") is _no_optimizer_step:  # installed for a skipped step
+                del self.optimizer.step
         if train:
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
@@ -232,14 +276,20 @@ class MultiscaleTrainer(Trainer):
             self.optimizer.zero_grad(set_to_none=True)
         terms = split_batch(torch.arange(loaded), plan.batch_sizes, self.split)  # contiguous index runs
         level_loss = self._level_loss(physics, x, y, params, mode, epoch, first=(terms[0], plan.level))
-        stats = mge_backward(
-            level_loss,
-            terms,
-            backward=lambda term: self.scaler.scale(term).backward(),
-            base_level=plan.level,
-            coupling=CoupledRandomness(generators),
-            spatial_dims=self.cost.spatial_dims,
-        )
+        try:
+            stats = mge_backward(
+                level_loss,
+                terms,
+                backward=lambda term: self.scaler.scale(term).backward(),
+                base_level=plan.level,
+                coupling=CoupledRandomness(generators),
+                spatial_dims=self.cost.spatial_dims,
+                parameters=None if self.scaler.is_enabled() else self.model,
+            )
+        except NonFiniteError as error:
+            self.optimizer.zero_grad(set_to_none=True)
+            self.nonfinite_policy.handle(error)  # raises in "raise" mode
+            return self._skip_step(plan, logs)
         self.cost.add(plan.batch_sizes, plan.level)
         self.logs_total_loss_train.update(stats.fine_loss)
         logs["TotalLoss"] = self.logs_total_loss_train.avg
@@ -261,6 +311,24 @@ class MultiscaleTrainer(Trainer):
         loss = torch.tensor(stats.fine_loss, device=self.device)
         assert self._posed_term0 is not None
         return loss, self._posed_term0[3], logs
+
+    def _skip_step(self, plan, logs: dict[str, float]):
+        """Leave the weights and the optimizer as they are; deepinv's ``step()`` still runs its tail.
+
+        The gradients become zeros (so grad-norm checks and the ``GradScaler`` see finite values)
+        and the optimizer's ``step`` is a no-op until :meth:`step` returns.
+        """
+        for group in self.optimizer.param_groups:
+            for p in group["params"]:
+                if p.requires_grad:
+                    p.grad = torch.zeros_like(p)
+        self.optimizer.step = _no_optimizer_step
+        self.scaler.scale(torch.zeros((), device=self.device))  # an enabled scaler may not have scaled a term yet
+        self.cost.add(plan.batch_sizes, plan.level)
+        logs["level"] = plan.level
+        logs["skipped_steps"] = self.skipped_steps
+        assert self._posed_term0 is not None
+        return torch.tensor(float("nan"), device=self.device), self._posed_term0[3], logs
 
     def _level_loss(self, physics, x, y, params, mode: str, epoch, first: tuple | None):
         """``level_loss(indices, level)`` for this loaded batch; stashes term 0 for metrics and plots."""
@@ -330,24 +398,13 @@ class MultiscaleTrainer(Trainer):
         assert self.strategy_plan is not None
         coarsest = self.strategy_plan.coarsest_level
         fine = x if x is not None else y
+        check_batch_rank(fine, what="the training batches")
         self.strategy_plan.check_image_size(fine.shape[2:], multiple=self.size_multiple or 1)
         if coarsest > 0 and self.size_multiple is None:
             posed = self.poser.pose(
                 x[:1] if x is not None else None, y[:1] if y is not None else None, physics, coarsest, mode
             )
-            was_training = self.model.training
-            self.model.eval()
-            try:
-                with torch.no_grad():
-                    self.model(posed.y, posed.physics)
-            except Exception as error:  # any failure of the network is reported with the level
-                raise ValueError(
-                    f"the network fails at level {coarsest} (input {tuple(posed.y.shape[2:])}, fine "
-                    f"{tuple(fine.shape[2:])}): {error}. Use fewer levels or larger images, or declare "
-                    "size_multiple= to check divisibility up front"
-                ) from error
-            finally:
-                self.model.train(was_training)
+            check_network(lambda probe: self.model(probe, posed.physics), self.model, posed.y, coarsest, fine.shape[2:])
         self._sizes_checked = True
 
     # --- checkpoints ------------------------------------------------------------------------

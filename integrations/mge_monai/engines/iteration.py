@@ -16,7 +16,12 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from mge_plugins import (
     CostMeter,
     CoupledRandomness,
+    NonFiniteError,
+    NonFinitePolicy,
     Strategy,
+    check_batch_rank,
+    check_dataset_length,
+    check_network,
     measure_level_flops,
     mge_backward,
     restrict,
@@ -37,6 +42,7 @@ else:
 __all__ = ["MultiscaleIteration"]
 
 STATE_KEY = "mge_cost"
+SKIPPED_KEY = "mge_skipped_steps"
 
 
 class MultiscaleIteration:
@@ -79,6 +85,11 @@ class MultiscaleIteration:
         keep_noise_std: with ``noise_sigma``, keep the per-pixel std on coarse levels (default)
             or let it fall as the restricted noise does (``sigma / 2**(d/2)`` per level).
         label_key: key of the clean image in the batch, for the cached pyramid.
+        nonfinite: ``"raise"`` (default) a :class:`mge_plugins.NonFiniteError` naming the term
+            and level when a level's loss or the accumulated gradient is NaN/inf, with the
+            weights and optimizer state untouched; ``"skip"`` such iterations (no optimizer step,
+            one warning, counted in :attr:`skipped_steps` and ``engine.state.mge_skipped_steps``).
+            With AMP, gradients are left to the engine's ``GradScaler``.
     """
 
     def __init__(
@@ -96,7 +107,9 @@ class MultiscaleIteration:
         noise_sigma: float | None = None,
         keep_noise_std: bool = True,
         label_key: str = "label",
+        nonfinite: str = "raise",
     ) -> None:
+        self.nonfinite_policy = NonFinitePolicy(nonfinite)
         self.noise_sigma = noise_sigma
         self.keep_noise_std = keep_noise_std
         self.label_key = label_key
@@ -115,6 +128,11 @@ class MultiscaleIteration:
         self._cost_ready = False
         self._checked = False
 
+    @property
+    def skipped_steps(self) -> int:
+        """Iterations skipped because of a non-finite loss or gradient (``nonfinite="skip"``)."""
+        return self.nonfinite_policy.skipped
+
     # --- setup --------------------------------------------------------------------------------
 
     def attach(self, engine: Engine) -> None:
@@ -127,15 +145,29 @@ class MultiscaleIteration:
                 "norm='group' in MONAI networks (e.g. UNet(..., norm='instance')).",
                 stacklevel=2,
             )
-        if STATE_KEY not in engine._state_dict_user_keys:
-            engine._state_dict_user_keys.append(STATE_KEY)
-        if not hasattr(engine.state, STATE_KEY):
-            setattr(engine.state, STATE_KEY, None)
+        for key, default in ((STATE_KEY, None), (SKIPPED_KEY, 0)):
+            if key not in engine._state_dict_user_keys:
+                engine._state_dict_user_keys.append(key)
+            if not hasattr(engine.state, key):
+                setattr(engine.state, key, default)
         if getattr(engine, "accumulation_steps", 1) > 1 and self.strategy_name != "single":
             raise ValueError(
                 "accumulation_steps > 1 is not supported with multiscale strategies: MGE already accumulates "
                 "its terms; raise the loader's batch size instead"
             )
+        if self.strategy_name != "single":
+            self._check_dataset(engine)
+
+    def _check_dataset(self, engine: Engine) -> None:
+        """A dataset shorter than one loaded batch (or than the largest term) fails before training."""
+        loader = getattr(engine, "data_loader", None)
+        try:
+            length = len(loader.dataset)  # type: ignore[union-attr]
+        except (AttributeError, TypeError):  # an iterable dataset, or no loader yet
+            return
+        need = getattr(loader, "batch_size", None)
+        if need:  # a batch sampler sizes its own batches (MultiscaleBatchSampler checks them)
+            check_dataset_length(length, need)
 
     def _build(self, engine: Engine, loaded: int, spatial_dims: int) -> Strategy:
         iterations = self.iterations
@@ -171,19 +203,13 @@ class MultiscaleIteration:
                 )
         if coarsest > 0 and self.size_multiple is None:
             probe = restrict(inputs[:1], coarsest, self.restriction)
-            was_training = engine.network.training
-            engine.network.eval()
-            try:
-                with torch.no_grad():
-                    engine.inferer(probe, engine.network, *args, **kwargs)
-            except Exception as error:  # any failure of the network is reported with the level
-                raise ValueError(
-                    f"the network fails at level {coarsest} (input {tuple(probe.shape[2:])}, fine "
-                    f"{tuple(inputs.shape[2:])}): {error}. Use fewer levels or larger images, or declare "
-                    "size_multiple= to check divisibility up front"
-                ) from error
-            finally:
-                engine.network.train(was_training)
+            check_network(
+                lambda t: engine.inferer(t, engine.network, *args, **kwargs),
+                engine.network,
+                probe,
+                coarsest,
+                inputs.shape[2:],
+            )
         self._checked = True
 
     # --- the iteration ------------------------------------------------------------------------
@@ -195,6 +221,8 @@ class MultiscaleIteration:
         batch = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs)
         inputs, targets = batch[0], batch[1]
         args, kwargs = (batch[2], batch[3]) if len(batch) == 4 else ((), {})
+        if not self._checked and self.strategy_name != "single":
+            check_batch_rank(inputs, what="the training images")
         if self.strategy is None:
             self.strategy = self._build(engine, inputs.shape[0], inputs.dim() - 2)
         if not self._cost_ready:
@@ -203,6 +231,7 @@ class MultiscaleIteration:
             self.cost = CostMeter(inputs.dim() - 2, baseline_batch_size=baseline)
             if saved:
                 self.cost.load_state_dict(saved)
+            self.nonfinite_policy.skipped = int(getattr(engine.state, SKIPPED_KEY, 0) or 0)
             self._cost_ready = True
         plan = self.strategy.plan(engine.state.iteration - 1)
         first: dict[str, torch.Tensor] = {}
@@ -249,7 +278,19 @@ class MultiscaleIteration:
         engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
         terms = split_batch(torch.arange(loaded), plan.batch_sizes, self.split)
         backward = (lambda t: engine.scaler.scale(t).backward()) if autocast else None
-        stats = mge_backward(level_loss, terms, backward=backward, base_level=plan.level, spatial_dims=inputs.dim() - 2)
+        try:
+            stats = mge_backward(
+                level_loss,
+                terms,
+                backward=backward,
+                base_level=plan.level,
+                spatial_dims=inputs.dim() - 2,
+                parameters=None if autocast else engine.network,
+            )
+        except NonFiniteError as error:
+            engine.optimizer.zero_grad(set_to_none=True)
+            self.nonfinite_policy.handle(error)  # raises in "raise" mode
+            return self._skipped(engine, plan, first, inputs.device)
         engine.state.output = dict(first)
         engine.state.output[Keys.LOSS] = torch.tensor(stats.fine_loss, device=inputs.device)
         engine.fire_event(IterationEvents.FORWARD_COMPLETED)
@@ -268,6 +309,17 @@ class MultiscaleIteration:
         if isinstance(batchdata, dict):
             engine.state.batch = slice_batch(batchdata, 0, plan.batch_sizes[0])
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
+        return engine.state.output
+
+    def _skipped(self, engine: Engine, plan, first: dict, device: torch.device) -> dict:
+        """The output of a skipped iteration: no optimizer step, a NaN loss, the count in the state."""
+        engine.state.output = dict(first)
+        engine.state.output[Keys.LOSS] = torch.tensor(float("nan"), device=device)
+        self._account(engine, plan)
+        setattr(engine.state, SKIPPED_KEY, self.nonfinite_policy.skipped)
+        engine.state.output["mge_level"] = plan.level
+        engine.state.output["mge_stage"] = -1 if plan.stage is None else plan.stage
+        engine.state.output["mge_skipped_steps"] = self.nonfinite_policy.skipped
         return engine.state.output
 
     def _clean(self, batchdata: Any, targets: torch.Tensor, start: int, stop: int, level: int) -> torch.Tensor:

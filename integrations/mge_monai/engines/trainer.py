@@ -40,6 +40,9 @@ class MultiscaleSupervisedTrainer(SupervisedTrainer):
         size_multiple: divisor the network needs on every level (else a dry forward pass checks).
         noise_sigma: build each level's input from the clean label plus coupled Gaussian noise.
         keep_noise_std: keep the per-pixel noise std on coarse levels (with ``noise_sigma``).
+        nonfinite: ``"raise"`` (default) or ``"skip"`` steps with a NaN/inf loss or gradient
+            (see :class:`~mge_monai.MultiscaleIteration`); skips are counted in
+            :attr:`skipped_steps` and ``engine.state.mge_skipped_steps``.
         args, kwargs: :class:`~monai.engines.SupervisedTrainer`'s arguments.
     """
 
@@ -58,6 +61,7 @@ class MultiscaleSupervisedTrainer(SupervisedTrainer):
         size_multiple: int | None = None,
         noise_sigma: float | None = None,
         keep_noise_std: bool = True,
+        nonfinite: str = "raise",
         **kwargs: Any,
     ) -> None:
         if not has_ignite:
@@ -80,10 +84,16 @@ class MultiscaleSupervisedTrainer(SupervisedTrainer):
             size_multiple=size_multiple,
             noise_sigma=noise_sigma,
             keep_noise_std=keep_noise_std,
+            nonfinite=nonfinite,
         )
         kwargs["iteration_update"] = self.multiscale
         super().__init__(*args, **kwargs)
         self.multiscale.attach(self)
+
+    @property
+    def skipped_steps(self) -> int:
+        """Iterations skipped because of a non-finite loss or gradient (``nonfinite="skip"``)."""
+        return self.multiscale.skipped_steps
 
     @property
     def cost(self):
