@@ -12,6 +12,7 @@ from .batching import _map_tensors, split_batch
 from .config import MGEConfig
 from .cost import CostMeter
 from .coupling import CoupledRandomness
+from .distributed import check_ranks_agree, ddp_no_sync, plan_fingerprint
 from .estimator import MGEStepStats, mge_backward
 from .restriction import restrict
 from .strategies import StepPlan
@@ -48,6 +49,7 @@ def mge_step(
     max_grad_norm: float | None = None,
     coupling: CoupledRandomness | bool = True,
     meter: CostMeter | None = None,
+    step: int | None = None,
 ) -> MGEStepStats:
     """One optimizer step of MGE training: zero grads, term-by-term backward, one update.
 
@@ -71,6 +73,13 @@ def mge_step(
         max_grad_norm: clip the total gradient norm once, after all terms.
         coupling: see :func:`~mge_plugins.mge_backward`.
         meter: a :class:`CostMeter` that records the step.
+        step: the global step; with a ``DistributedDataParallel`` model it is checked, with the
+            plan, to be the same on every rank (one small all-reduce per step).
+
+    Under ``torch.distributed``, wrap the model in ``DistributedDataParallel`` and give every rank
+    its shard of the loaded batch (``DistributedSampler``): every pass but the last runs under
+    the model's ``no_sync``, so the ranks' gradients are averaged once per step, and term ``k``
+    is estimated from ``world_size * N_k`` samples.
 
     Returns:
         The :class:`MGEStepStats` of the step.
@@ -97,11 +106,16 @@ def mge_step(
         return loss_fn(model(inputs), targets)
 
     backward = None if scaler is None else (lambda term: scaler.scale(term).backward())
+    no_sync = ddp_no_sync(model)
+    if no_sync is not None:
+        agree = {"plan": plan_fingerprint((base_level, tuple(sizes), method))}
+        check_ranks_agree(**agree if step is None else {**agree, "step": step})
     optimizer.zero_grad(set_to_none=True)
     stats = mge_backward(
         level_loss,
         split_batch(batch, sizes, split),
         backward=backward,
+        no_sync=no_sync,
         base_level=base_level,
         coupling=coupling,
         flops_per_sample=meter.flops_per_sample if meter is not None else None,

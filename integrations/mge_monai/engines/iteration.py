@@ -17,8 +17,11 @@ from mge_plugins import (
     CostMeter,
     CoupledRandomness,
     Strategy,
+    check_ranks_agree,
+    ddp_no_sync,
     measure_level_flops,
     mge_backward,
+    plan_fingerprint,
     restrict,
     restricted_randn,
     slice_batch,
@@ -228,14 +231,18 @@ class MultiscaleIteration:
 
         if not self._checked and self.strategy_name != "single":
             self._check(engine, inputs, args, kwargs)
+        no_sync = ddp_no_sync(engine.network)
         if self.cost.flops_per_sample is None:
             rng = CoupledRandomness()  # measure on one sample, leaving the random streams as they were
             rng.capture()
-            self.cost.flops_per_sample = measure_level_flops(
-                level_loss, torch.arange(1), self.strategy.coarsest_level, engine.network.parameters()
-            )
+            with nullcontext() if no_sync is None else no_sync():  # no DDP reduction for the probe
+                self.cost.flops_per_sample = measure_level_flops(
+                    level_loss, torch.arange(1), self.strategy.coarsest_level, engine.network.parameters()
+                )
             rng.replay()
             first.clear()
+        if no_sync is not None:  # ranks must run the same step, hence the same stage and plan
+            check_ranks_agree(step=engine.state.iteration - 1, plan=plan_fingerprint(plan))
         if self.strategy_name == "single":
             output = engine._iteration(engine, batchdata)
             self._account(engine, plan)
@@ -248,7 +255,14 @@ class MultiscaleIteration:
         engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
         terms = split_batch(torch.arange(loaded), plan.batch_sizes, self.split)
         backward = (lambda t: engine.scaler.scale(t).backward()) if autocast else None
-        stats = mge_backward(level_loss, terms, backward=backward, base_level=plan.level, spatial_dims=inputs.dim() - 2)
+        stats = mge_backward(
+            level_loss,
+            terms,
+            backward=backward,
+            no_sync=no_sync,
+            base_level=plan.level,
+            spatial_dims=inputs.dim() - 2,
+        )
         engine.state.output = dict(first)
         engine.state.output[Keys.LOSS] = torch.tensor(stats.fine_loss, device=inputs.device)
         engine.fire_event(IterationEvents.FORWARD_COMPLETED)
