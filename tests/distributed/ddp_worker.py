@@ -1,8 +1,9 @@
 """One rank of a 2-process DDP run (``torchrun --nproc_per_node 2 ddp_worker.py HOSTS OUT_DIR``).
 
 Each host of the comma-separated ``HOSTS`` (``plain``, ``deepinv``, ``monai``) trains a tiny
-denoiser with Full-Multiscale on ``DistributedSampler`` shards and rank 0 saves the final weights and the cost counters to
-``OUT_DIR/HOST.pt``. The tests compare them with a one-process run on the same global batches.
+denoiser with Full-Multiscale on ``DistributedSampler`` shards and rank 0 saves the final weights
+and the cost counters to ``OUT_DIR/HOST.pt``. The tests compare them with a one-process run on the
+same global batches.
 The data and the networks are built here so that the tests reuse them for the reference.
 """
 
