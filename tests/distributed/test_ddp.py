@@ -180,3 +180,20 @@ def test_monai_trainer_on_two_ranks_matches_one_process(host_runs) -> None:
     trainer.run()
     assert_weights_close(runs["monai"]["state"], network.state_dict())
     assert runs["monai"]["cost"] == pytest.approx(trainer.cost.summary())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("host", ["deepinv", "monai"])
+def test_host_ddp_examples_run_under_torchrun(host: str, tmp_path: Path) -> None:
+    pytest.importorskip(host)
+    script = ROOT / "examples" / f"ddp_{host}_denoise.py"
+    options = ["--epochs", "1", "--crops", "112", "--size", "32", "--out", str(tmp_path)]
+    result = torchrun(script, *options)
+    assert sum(line.startswith("ranks 2: ") for line in result.stdout.splitlines()) == 1  # rank 0 only
+    # 7 steps of 8 crops per rank (56 of the 112 each), 3 stages; the meter counts both ranks.
+    meter = CostMeter(baseline_batch_size=8, world_size=2)
+    strategy = strategy_for_loader("full-multiscale", 8, levels=2, iterations=7)
+    for step in range(7):
+        meter.add(strategy.plan(step).batch_sizes, strategy.plan(step).level)
+    assert f"'steps': 7, 'work_units': {meter.work_units}" in result.stdout
+    assert list(tmp_path.rglob("*.pt*"))  # rank 0 wrote its checkpoint
