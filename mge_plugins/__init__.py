@@ -20,6 +20,16 @@ from .cost import (
     step_work_units,
 )
 from .coupling import CoupledRandomness, restricted_randn
+from .distributed import (
+    check_ranks_agree,
+    ddp_no_sync,
+    is_main_process,
+    plan_fingerprint,
+    rank,
+    set_loader_epoch,
+    unwrap_model,
+    world_size,
+)
 from .estimator import LevelLoss, MGEStepStats, mge_backward
 from .nonfinite import NONFINITE_MODES, NonFiniteError, NonFinitePolicy, NonFiniteStepWarning
 from .restriction import RESTRICTION_METHODS, Restrict, check_level_sizes, level_shape, restrict
@@ -44,6 +54,14 @@ from .strategies import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "world_size",
+    "unwrap_model",
+    "set_loader_epoch",
+    "rank",
+    "plan_fingerprint",
+    "is_main_process",
+    "ddp_no_sync",
+    "check_ranks_agree",
     "ENTRY_POINT_GROUP",
     "NONFINITE_MODES",
     "RESTRICTION_METHODS",

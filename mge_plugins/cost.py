@@ -34,6 +34,12 @@ __all__ = [
 ]
 
 
+def _distributed_world_size() -> int:
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
 def pixel_fraction(level: int, spatial_dims: int) -> float:
     """Pixels (voxels) at ``level`` as a fraction of the finest level: ``2**(-d * level)``."""
     return 2.0 ** (-spatial_dims * level)
@@ -135,6 +141,11 @@ class CostMeter:
         baseline_batch_size: batch size of the single-scale reference.
         flops_per_sample: per-sample FLOPs per level (see :func:`measure_level_flops`), or
             ``None`` to count work units only.
+        world_size: processes that each run every recorded step on their own shard (DDP). The
+            counters then hold the work of all ranks: each step counts ``world_size`` times, and
+            so does the single-scale baseline. Default: ``torch.distributed``'s world size when
+            it is initialised, else 1. Every rank runs the same plan (checked by the hosts), so
+            the totals need no communication and every rank reports them.
     """
 
     def __init__(
@@ -142,7 +153,13 @@ class CostMeter:
         spatial_dims: int = 2,
         baseline_batch_size: int = 1,
         flops_per_sample: Sequence[float] | None = None,
+        world_size: int | None = None,
     ) -> None:
+        if world_size is None:
+            world_size = _distributed_world_size()
+        if world_size < 1:
+            raise ValueError(f"CostMeter world_size must be >= 1, got {world_size}")
+        self.world_size = int(world_size)
         self.spatial_dims = spatial_dims
         self.baseline_batch_size = baseline_batch_size
         self.flops_per_sample = tuple(flops_per_sample) if flops_per_sample is not None else None
@@ -161,8 +178,11 @@ class CostMeter:
         return StepCost(work, flops)
 
     def add(self, batch_sizes: Sequence[int], base_level: int = 0) -> StepCost:
-        """Record one optimizer step and return its cost."""
+        """Record one optimizer step and return its cost, summed over the ``world_size`` ranks."""
         cost = self.step_cost(batch_sizes, base_level)
+        if self.world_size > 1:
+            flops = None if cost.flops is None else cost.flops * self.world_size
+            cost = StepCost(cost.work_units * self.world_size, flops)
         self.steps += 1
         self.work_units += cost.work_units
         if cost.flops is not None:
@@ -172,14 +192,14 @@ class CostMeter:
     @property
     def baseline_work_units(self) -> float:
         """Work units single-scale training would have spent for the same number of steps."""
-        return float(self.steps * self.baseline_batch_size)
+        return float(self.steps * self.baseline_batch_size * self.world_size)
 
     @property
     def baseline_flops(self) -> float | None:
         """FLOPs single-scale training would have spent for the same number of steps."""
         if self.flops_per_sample is None:
             return None
-        return self.steps * self.baseline_batch_size * self.flops_per_sample[0]
+        return self.steps * self.baseline_batch_size * self.world_size * self.flops_per_sample[0]
 
     @property
     def saving(self) -> float | None:

@@ -15,7 +15,7 @@ that use it.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -143,9 +143,10 @@ def mge_backward(
             :func:`~mge_plugins.split_batch`).
         backward: called with each signed level loss instead of ``loss.backward()`` (e.g.
             ``lambda t: scaler.scale(t).backward()`` for AMP).
-        no_sync: a context-manager factory under which every backward pass except the last one
-            runs, e.g. ``ddp_model.no_sync`` so DistributedDataParallel all-reduces the
-            accumulated gradient once per step instead of once per pass.
+        no_sync: a context-manager factory under which every pass except the last one runs, its
+            forward included (DDP decides in the forward whether the backward all-reduces), e.g.
+            ``ddp_model.no_sync`` so DistributedDataParallel all-reduces the accumulated gradient
+            once per step instead of once per pass (:func:`~mge_plugins.ddp_no_sync`).
         base_level: level of the finest term (Full-Multiscale stages run above level 0).
         coupling: replay the random stream for the second half of every difference term
             (``True``, default), a :class:`CoupledRandomness` that also replays the caller's own
@@ -195,12 +196,10 @@ def mge_backward(
     values: list[torch.Tensor] = []
     fine_loss: torch.Tensor | None = None
 
-    def run_backward(signed_loss: torch.Tensor, final: bool) -> None:
-        if no_sync is None or final:
-            backward(signed_loss)
-        else:
-            with no_sync():
-                backward(signed_loss)
+    def sync_scope(final: bool) -> AbstractContextManager[Any]:
+        # DDP decides in the forward pass whether the following backward all-reduces, so both the
+        # forward and the backward of every pass but the last run under no_sync.
+        return nullcontext() if no_sync is None or final else no_sync()
 
     named = _named_parameters(parameters)
     finite_after: list[torch.Tensor] = []  # one flag per term, read with one sync at the end
@@ -214,19 +213,21 @@ def mge_backward(
         level = base_level + k
         if coupling and k < last:
             coupling.capture()
-        fine = checked(_as_scalar_term(level_loss(batch, level), level), k, level)
-        fine_value = fine.detach()
+        with sync_scope(final=k == last):
+            fine = checked(_as_scalar_term(level_loss(batch, level), level), k, level)
+            fine_value = fine.detach()
+            backward(fine)
+            del fine
         if k == 0:
             fine_loss = fine_value
-        run_backward(fine, final=k == last)
-        del fine
         if k < last:
             if coupling:
                 coupling.replay()
-            coarse = checked(_as_scalar_term(level_loss(batch, level + 1), level + 1), k, level + 1)
-            values.append(fine_value - coarse.detach())
-            run_backward(-coarse, final=False)
-            del coarse
+            with sync_scope(final=False):
+                coarse = checked(_as_scalar_term(level_loss(batch, level + 1), level + 1), k, level + 1)
+                values.append(fine_value - coarse.detach())
+                backward(-coarse)
+                del coarse
         else:
             values.append(fine_value)
         if named:

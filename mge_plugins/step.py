@@ -13,6 +13,7 @@ from .checks import check_batch_rank
 from .config import MGEConfig
 from .cost import CostMeter, StepCost, step_work_units
 from .coupling import CoupledRandomness
+from .distributed import check_ranks_agree, ddp_no_sync, plan_fingerprint
 from .estimator import MGEStepStats, _infer_spatial_dims, mge_backward
 from .nonfinite import NonFiniteError, NonFinitePolicy
 from .restriction import restrict
@@ -51,6 +52,7 @@ def mge_step(
     coupling: CoupledRandomness | bool = True,
     meter: CostMeter | None = None,
     nonfinite: str | NonFinitePolicy = "raise",
+    step: int | None = None,
 ) -> MGEStepStats:
     """One optimizer step of MGE training: zero grads, term-by-term backward, one update.
 
@@ -81,6 +83,13 @@ def mge_step(
             :class:`~mge_plugins.NonFinitePolicy` to every step to warn once and count the
             skipped steps (``policy.skipped``). With a ``scaler``, gradients are left to the
             scaler's own inf/NaN check (scaled gradients may overflow legitimately).
+        step: the global step; with a ``DistributedDataParallel`` model it is checked, with the
+            plan, to be the same on every rank (one small all-reduce per step).
+
+    Under ``torch.distributed``, wrap the model in ``DistributedDataParallel`` and give every rank
+    its shard of the loaded batch (``DistributedSampler``): every pass but the last runs under
+    the model's ``no_sync``, so the ranks' gradients are averaged once per step, and term ``k``
+    is estimated from ``world_size * N_k`` samples.
 
     Returns:
         The :class:`MGEStepStats` of the step; ``stats.skipped`` is true for a skipped step.
@@ -114,6 +123,10 @@ def mge_step(
     policy = NonFinitePolicy.of(nonfinite)
     scaling = scaler is not None and scaler.is_enabled()
     backward = None if scaler is None else (lambda term: scaler.scale(term).backward())
+    no_sync = ddp_no_sync(model)
+    if no_sync is not None:
+        agree = {"plan": plan_fingerprint((base_level, tuple(sizes), method))}
+        check_ranks_agree(**agree if step is None else {**agree, "step": step})
     optimizer.zero_grad(set_to_none=True)
     terms = split_batch(batch, sizes, split)
     try:
@@ -121,6 +134,7 @@ def mge_step(
             level_loss,
             terms,
             backward=backward,
+            no_sync=no_sync,
             base_level=base_level,
             coupling=coupling,
             flops_per_sample=meter.flops_per_sample if meter is not None else None,

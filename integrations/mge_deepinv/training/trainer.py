@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,11 +25,16 @@ from mge_plugins import (
     check_batch_rank,
     check_dataset_length,
     check_network,
+    check_ranks_agree,
+    ddp_no_sync,
     halving_split,
+    is_main_process,
     loader_generators,
     measure_level_flops,
     mge_backward,
+    plan_fingerprint,
     rng_state,
+    set_loader_epoch,
     set_rng_state,
     split_batch,
     strategy_for_loader,
@@ -110,13 +116,24 @@ class MultiscaleTrainer(Trainer):
         self._posed_term0: tuple | None = None
         self.train_seconds = 0.0
         self._in_train_step = False
+        self._stepping = False
+        self._next_epoch: int | None = None
         self.history: list[dict[str, Any]] = []
 
     # --- setup -----------------------------------------------------------------------------
 
     def setup_train(self, train: bool = True, **kwargs: Any) -> None:
-        """Deepinv's setup, then build the strategy and check losses and the network."""
+        """Deepinv's setup, then build the strategy and check losses and the network.
+
+        Under ``torch.distributed``, ranks other than 0 neither print, plot, log to wandb/mlflow
+        nor write checkpoints (``save_path`` is cleared on them).
+        """
+        if train and not is_main_process():
+            self.verbose = self.show_progress_bar = self.plot_images = False
+            self.wandb_vis = self.mlflow_vis = False
+            self.save_path = None
         super().setup_train(train=train, **kwargs)
+        self._next_epoch = self.epoch_start if train else None
         if not train:
             return
         if self.strategy != "single":
@@ -222,15 +239,29 @@ class MultiscaleTrainer(Trainer):
             self._train_ite = train_ite
         self._in_train_step = train
         start = time.perf_counter()
+        self._stepping = True
         try:
             super().step(epoch, progress_bar, train_ite=train_ite, train=train, **kwargs)
         finally:
+            self._stepping = False
             if vars(self.optimizer).get("step") is _no_optimizer_step:  # installed for a skipped step
                 del self.optimizer.step
         if train:
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
             self.train_seconds += time.perf_counter() - start
+
+    def reset_metrics(self) -> None:
+        """Deepinv's reset; at the start of a training epoch, also ``set_epoch`` on the train samplers.
+
+        ``deepinv.Trainer.train`` calls this once per epoch, before it creates the loaders'
+        iterators, and never calls ``set_epoch`` itself: without it a ``DistributedSampler``
+        would deal every epoch the same shards in the same order.
+        """
+        super().reset_metrics()
+        if self._next_epoch is not None and not self._stepping:
+            set_loader_epoch(self.train_dataloader, self._next_epoch)
+            self._next_epoch += 1
 
     def save_best_model(self, epoch, train_ite, **kwargs: Any) -> None:
         """After every evaluation: record quality against cost in :attr:`history`, then deepinv's save."""
@@ -248,6 +279,9 @@ class MultiscaleTrainer(Trainer):
             return super().compute_loss(physics, x, y, train=train, epoch=epoch, step=step)
         assert self.strategy_plan is not None
         plan = self.strategy_plan.plan(self._train_ite)
+        no_sync = ddp_no_sync(self.model)
+        if no_sync is not None:  # ranks must run the same step, hence the same stage and plan
+            check_ranks_agree(step=self._train_ite, plan=plan_fingerprint(plan))
         loaded = (x if x is not None else y).shape[0]
         params = getattr(self, "_current_params", {}) or {}
         mode = self.poser.mode_for(physics, has_x=x is not None, online=self.online_measurements)
@@ -262,9 +296,10 @@ class MultiscaleTrainer(Trainer):
             rng = CoupledRandomness(generators)
             rng.capture()
             probe = self._level_loss(physics, x, y, params, mode, epoch, first=None)
-            self.cost.flops_per_sample = measure_level_flops(
-                probe, torch.arange(1), self.strategy_plan.coarsest_level, self.model.parameters()
-            )
+            with nullcontext() if no_sync is None else no_sync():  # no DDP reduction for the probe
+                self.cost.flops_per_sample = measure_level_flops(
+                    probe, torch.arange(1), self.strategy_plan.coarsest_level, self.model.parameters()
+                )
             rng.replay()
         if self.strategy == "single":
             result = super().compute_loss(physics, x, y, train=train, epoch=epoch, step=step)
@@ -281,6 +316,7 @@ class MultiscaleTrainer(Trainer):
                 level_loss,
                 terms,
                 backward=lambda term: self.scaler.scale(term).backward(),
+                no_sync=no_sync,
                 base_level=plan.level,
                 coupling=CoupledRandomness(generators),
                 spatial_dims=self.cost.spatial_dims,
@@ -431,6 +467,8 @@ class MultiscaleTrainer(Trainer):
         generators). The file is written to a temporary file in the same folder, synced and
         renamed, so a kill during the save leaves the previous checkpoints intact.
         """
+        if not is_main_process():  # only rank 0 writes
+            return
         state = dict(state or {})
         if self.strategy_plan is not None:
             state["multiscale"] = {

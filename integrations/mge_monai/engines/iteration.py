@@ -22,8 +22,11 @@ from mge_plugins import (
     check_batch_rank,
     check_dataset_length,
     check_network,
+    check_ranks_agree,
+    ddp_no_sync,
     measure_level_flops,
     mge_backward,
+    plan_fingerprint,
     restrict,
     restricted_randn,
     slice_batch,
@@ -258,14 +261,18 @@ class MultiscaleIteration:
 
         if not self._checked and self.strategy_name != "single":
             self._check(engine, inputs, args, kwargs)
+        no_sync = ddp_no_sync(engine.network)
         if self.cost.flops_per_sample is None:
             rng = CoupledRandomness()  # measure on one sample, leaving the random streams as they were
             rng.capture()
-            self.cost.flops_per_sample = measure_level_flops(
-                level_loss, torch.arange(1), self.strategy.coarsest_level, engine.network.parameters()
-            )
+            with nullcontext() if no_sync is None else no_sync():  # no DDP reduction for the probe
+                self.cost.flops_per_sample = measure_level_flops(
+                    level_loss, torch.arange(1), self.strategy.coarsest_level, engine.network.parameters()
+                )
             rng.replay()
             first.clear()
+        if no_sync is not None:  # ranks must run the same step, hence the same stage and plan
+            check_ranks_agree(step=engine.state.iteration - 1, plan=plan_fingerprint(plan))
         if self.strategy_name == "single":
             output = engine._iteration(engine, batchdata)
             self._account(engine, plan)
@@ -283,6 +290,7 @@ class MultiscaleIteration:
                 level_loss,
                 terms,
                 backward=backward,
+                no_sync=no_sync,
                 base_level=plan.level,
                 spatial_dims=inputs.dim() - 2,
                 parameters=None if autocast else engine.network,
