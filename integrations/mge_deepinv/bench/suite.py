@@ -21,8 +21,8 @@ __all__ = ["BUDGET_TOLERANCE", "TARGET_MARGIN_DB", "plan_runs", "run_task", "str
 TARGET_MARGIN_DB = 0.1
 """A strategy reaches single-scale's final quality when it comes within this many dB of it."""
 
-BUDGET_TOLERANCE = 0.02
-"""A run planned for a budget may stop short of it by less than one step; curves ending within this
+BUDGET_TOLERANCE = 0.05
+"""A run planned for a budget stops short of it by less than one evaluation interval; curves ending within this
 fraction of a budget count as reaching it."""
 
 
