@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-__all__ = ["PRESETS", "STRATEGIES", "BenchSettings"]
+__all__ = ["FRONTIER_STRATEGIES", "PRESETS", "STRATEGIES", "BenchSettings"]
 
 STRATEGIES: tuple[str, ...] = ("single", "mge", "full-multiscale", "progressive-resizing", "single+rrc")
 """Strategies compared: the single-scale baseline, MGE, Full-Multiscale, progressive resizing (coarse-to-fine
@@ -58,7 +58,6 @@ class BenchSettings:
     overhead_steps: int = 10
     device: str = "cpu"
     seed: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if "single" not in self.strategies:
