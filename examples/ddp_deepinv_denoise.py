@@ -19,7 +19,7 @@ from mge_deepinv import MultiscaleTrainer
 from mge_deepinv.data import TEST_IMAGES, ImageCrops, bundled_images
 from torch.utils.data import DataLoader, DistributedSampler
 
-from mge_plugins import is_main_process, rank, world_size
+from mge_plugins.distributed import is_main_process, rank, world_size
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
 parser.add_argument("--epochs", type=int, default=4)

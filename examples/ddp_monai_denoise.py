@@ -26,7 +26,7 @@ from monai.networks.nets import SegResNet
 from monai.transforms import CopyItemsd, RandSpatialCropd
 from torch.utils.data import DistributedSampler
 
-from mge_plugins import is_main_process, world_size
+from mge_plugins.distributed import is_main_process, world_size
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
 parser.add_argument("--epochs", type=int, default=4)

@@ -21,18 +21,9 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from mge_plugins import (
-    CostMeter,
-    is_main_process,
-    measure_level_flops,
-    mge_step,
-    rank,
-    restrict,
-    restricted_randn,
-    set_loader_epoch,
-    strategy_for_loader,
-    world_size,
-)
+from mge_plugins import CostMeter, build_strategy, mge_step, restrict, restricted_randn
+from mge_plugins.cost import measure_level_flops
+from mge_plugins.distributed import is_main_process, rank, set_loader_epoch, world_size
 
 TRAIN_IMAGES = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "retina", "immunohistochemistry")
 TEST_IMAGES = ("camera", "moon")
@@ -105,7 +96,9 @@ def main() -> None:
     model = denoiser(args.width).to(device)
     ddp = nn.parallel.DistributedDataParallel(model) if distributed else model
     optimizer = torch.optim.Adam(ddp.parameters(), lr=1e-3)
-    strategy = strategy_for_loader("full-multiscale", args.batch, levels=args.levels, iterations=args.steps)
+    strategy = build_strategy(
+        "full-multiscale", loaded_batch_size=args.batch, levels=args.levels, iterations=args.steps
+    )
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.steps)
 
     data = Crops(TRAIN_IMAGES, args.size, args.samples, seed=0)

@@ -25,15 +25,8 @@ from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
-from mge_plugins import (
-    CostMeter,
-    build_strategy,
-    measure_level_flops,
-    mge_step,
-    required_batch_size,
-    restrict,
-    restricted_randn,
-)
+from mge_plugins import CostMeter, build_strategy, mge_step, required_batch_size, restrict, restricted_randn
+from mge_plugins.cost import measure_level_flops
 
 TRAIN_IMAGES = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "retina", "immunohistochemistry")
 TEST_IMAGES = ("camera", "moon")

@@ -13,7 +13,15 @@ from typing import Any
 
 import torch
 
-__all__ = ["SPLIT_MODES", "batch_size_of", "slice_batch", "split_batch", "required_batch_size"]
+__all__ = [
+    "SPLIT_MODES",
+    "batch_size_of",
+    "fit_sizes",
+    "required_batch_size",
+    "slice_batch",
+    "split_batch",
+    "term_slices",
+]
 
 SPLIT_MODES: tuple[str, ...] = ("nested", "disjoint")
 
@@ -42,12 +50,14 @@ def _tensor_leaves(batch: Any) -> list[torch.Tensor]:
 
 
 def batch_size_of(batch: Any) -> int:
-    """Number of samples in ``batch``: the leading size of its tensor leaves.
+    """Number of samples in ``batch``: the leading size of its tensor leaves (or a slice's length).
 
     Raises:
         ValueError: if the batch holds no tensor, holds a 0-d tensor, or its tensors disagree
             on the leading size.
     """
+    if isinstance(batch, slice):
+        return len(range(batch.start or 0, batch.stop))
     sizes = {t.shape[0] if t.dim() > 0 else None for t in _tensor_leaves(batch)}
     if not sizes:
         raise ValueError("the batch holds no tensor; pass a tensor or a tuple/list/dict of tensors")
@@ -73,6 +83,70 @@ def required_batch_size(sizes: Sequence[int], mode: str = "nested") -> int:
     return max(sizes) if mode == "nested" else sum(sizes)
 
 
+def _check_sizes(sizes: Sequence[int], mode: str) -> int:
+    if len(sizes) == 0:
+        raise ValueError("sizes is empty; give one batch size per MGE term (levels + 1 of them)")
+    if any(int(n) < 1 for n in sizes):
+        raise ValueError(f"every per-term batch size must be >= 1, got {list(sizes)}")
+    return required_batch_size(sizes, mode)
+
+
+def fit_sizes(sizes: Sequence[int], loaded: int, mode: str = "nested") -> tuple[int, ...]:
+    """Per-term sizes for a loaded batch of ``loaded`` samples: the one rule for a short last batch.
+
+    Sizes that fit are returned unchanged. A short batch (the last one of an epoch with
+    ``drop_last=False``) caps every nested term at ``loaded``; disjoint terms shrink in proportion
+    (at least one sample each), so the step still trains on what was loaded.
+
+    Raises:
+        ValueError: for an empty batch, or fewer samples than disjoint terms.
+
+    Example:
+        >>> fit_sizes((2, 8), 4)
+        (2, 4)
+        >>> fit_sizes((2, 8), 5, "disjoint")
+        (1, 4)
+    """
+    need = _check_sizes(sizes, mode)
+    if loaded < 1:
+        raise ValueError("the batch is empty (0 samples); check the dataset and the DataLoader")
+    if loaded >= need:
+        return tuple(int(n) for n in sizes)
+    if mode == "nested":
+        return tuple(min(int(n), loaded) for n in sizes)
+    if loaded < len(sizes):
+        raise ValueError(
+            f"a disjoint split into {len(sizes)} terms needs at least {len(sizes)} samples, but the batch has "
+            f"{loaded}; "
+            "use drop_last=True in the DataLoader or the nested split"
+        )
+    shrunk = [max(1, int(n) * loaded // need) for n in sizes]
+    while sum(shrunk) > loaded:  # rounding up to one sample per term can overshoot
+        shrunk[shrunk.index(max(shrunk))] -= 1
+    return tuple(shrunk)
+
+
+def term_slices(sizes: Sequence[int], mode: str = "nested") -> list[slice]:
+    """Index ranges of the per-term batches within one loaded batch, finest term first.
+
+    ``"nested"``: term ``k`` takes samples ``0:N_k``; ``"disjoint"``: consecutive runs.
+
+    Example:
+        >>> term_slices((2, 8))
+        [slice(0, 2, None), slice(0, 8, None)]
+        >>> term_slices((2, 8), "disjoint")
+        [slice(0, 2, None), slice(2, 10, None)]
+    """
+    _check_sizes(sizes, mode)
+    if mode == "nested":
+        return [slice(0, int(n)) for n in sizes]
+    out, start = [], 0
+    for n in sizes:
+        out.append(slice(start, start + int(n)))
+        start += int(n)
+    return out
+
+
 def split_batch(batch: Any, sizes: Sequence[int], mode: str = "nested") -> list[Any]:
     """Cut one loaded batch into per-term batches of the given sizes.
 
@@ -91,11 +165,7 @@ def split_batch(batch: Any, sizes: Sequence[int], mode: str = "nested") -> list[
         ValueError: for an empty batch, a size < 1, or a batch too small for the split, with
             the batch size to load instead.
     """
-    if len(sizes) == 0:
-        raise ValueError("sizes is empty; give one batch size per MGE term (levels + 1 of them)")
-    if any(int(n) < 1 for n in sizes):
-        raise ValueError(f"every per-term batch size must be >= 1, got {list(sizes)}")
-    need = required_batch_size(sizes, mode)
+    need = _check_sizes(sizes, mode)
     have = batch_size_of(batch)
     if have == 0:
         raise ValueError("the batch is empty (0 samples); check the dataset and the DataLoader")
@@ -105,10 +175,4 @@ def split_batch(batch: Any, sizes: Sequence[int], mode: str = "nested") -> list[
             f"{have}; load batches of {need} (DataLoader(batch_size={need}, drop_last=True)), "
             "or lower the batch size / growth"
         )
-    if mode == "nested":
-        return [slice_batch(batch, 0, int(n)) for n in sizes]
-    out, start = [], 0
-    for n in sizes:
-        out.append(slice_batch(batch, start, start + int(n)))
-        start += int(n)
-    return out
+    return [slice_batch(batch, s.start, s.stop) for s in term_slices(sizes, mode)]

@@ -6,13 +6,17 @@ the setting or the data to change, instead of an error from deep inside a forwar
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["check_batch_rank", "check_dataset_length", "check_network"]
+from .batching import _tensor_leaves
+from .coupling import CoupledRandomness
+
+__all__ = ["check_batch_rank", "check_dataset_length", "check_integer_images", "check_network", "warn_batchnorm"]
 
 
 def check_batch_rank(batch: torch.Tensor, what: str = "the loaded images", *, batched: bool = True) -> None:
@@ -40,6 +44,23 @@ def check_batch_rank(batch: torch.Tensor, what: str = "the loaded images", *, ba
         )
 
 
+def check_integer_images(batch: Any) -> None:
+    """Refuse integer images or volumes, which restriction would pass through at full size.
+
+    Raises:
+        ValueError: naming the dtype and the conversion.
+
+    Example:
+        >>> check_integer_images((torch.zeros(2, 1, 8, 8), torch.zeros(2, 1, 8, 8)))
+    """
+    for tensor in _tensor_leaves(batch):
+        if tensor.dim() in (4, 5) and not tensor.is_floating_point() and not tensor.is_complex():
+            raise ValueError(
+                f"the batch holds {tensor.dtype} images of shape {tuple(tensor.shape)}: restriction averages "
+                "intensities and needs floating-point images; convert them first (e.g. images.float() / 255)"
+            )
+
+
 def check_dataset_length(length: int, need: int) -> None:
     """Require a dataset that fills at least one loaded batch of ``need`` samples.
 
@@ -60,38 +81,70 @@ def _first_conv(model: nn.Module) -> tuple[str, nn.modules.conv._ConvNd] | None:
     return next(((n, m) for n, m in model.named_modules() if isinstance(m, nn.modules.conv._ConvNd)), None)
 
 
-def check_network(
-    forward: Callable[[torch.Tensor], Any],
-    model: nn.Module,
-    probe: torch.Tensor,
-    level: int,
-    fine_shape: Sequence[int],
-) -> None:
-    """Dry-run ``forward(probe)`` (``probe`` posed at ``level``) in eval mode without gradients.
+def warn_batchnorm(model: nn.Module, fix: str) -> None:
+    """Warn when ``model`` has BatchNorm layers, which break the coupling of MGE terms.
 
-    A failure is reported as a ``ValueError`` that says why when it can tell: a network of the
-    wrong dimension (a 2D network fed 3D data), input channels that differ from the network's
-    first convolution, or else the level that breaks the network.
+    Args:
+        model: the network.
+        fix: the host's way out, e.g. ``"deepinv.models.UNet(batch_norm=False)"``.
+    """
+    batchnorms = [type(m).__name__ for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if batchnorms:
+        warnings.warn(
+            f"the network has {len(batchnorms)} BatchNorm layers ({batchnorms[0]}): batch statistics differ between "
+            "levels and batches, which breaks the coupling of MGE terms. Use a network without BatchNorm or with "
+            f"instance/group normalisation ({fix}).",
+            stacklevel=3,
+        )
+
+
+def check_network(
+    run: Callable[[], Any],
+    model: nn.Module,
+    *,
+    level: int,
+    input_shape: Sequence[int],
+    generators: Sequence[torch.Generator] = (),
+) -> None:
+    """Dry-run ``run()`` (one sample posed at ``level``) without gradients, weights or randomness changing.
+
+    The pass runs in the model's current (training) mode, so train-only size rules are caught,
+    and leaves no trace: buffers (BatchNorm statistics) are restored, and PyTorch's random
+    streams and ``generators`` are replayed as they were. A failure is reported as a
+    ``ValueError`` that says why when it can tell: a network of the wrong dimension, input
+    channels that differ from the network's first convolution, a dtype mismatch, a network fixed
+    to one input size, or else the level that breaks the network.
+
+    Args:
+        run: runs the network (or the whole level loss) on one sample at ``level``.
+        model: the network.
+        level: the level posed.
+        input_shape: the fine network input's shape ``(B, C, *spatial)``.
+        generators: generators the pass may draw from, besides PyTorch's global ones.
 
     Raises:
         ValueError: naming the network's first layer or the level, and the fix.
     """
-    was_training = model.training
-    model.eval()
+    buffers = [(b, b.detach().clone()) for b in model.buffers()]
+    rng = CoupledRandomness(list(generators))
+    rng.capture()
     try:
         with torch.no_grad():
-            forward(probe)
+            run()
     except Exception as error:  # any failure of the network is reported with its likely cause
-        raise _explain(model, probe, level, fine_shape, error) from error
+        raise _explain(model, tuple(input_shape), level, error) from error
     finally:
-        model.train(was_training)
+        rng.replay()
+        with torch.no_grad():
+            for buffer, saved in buffers:
+                buffer.copy_(saved)
 
 
-def _explain(
-    model: nn.Module, probe: torch.Tensor, level: int, fine_shape: Sequence[int], error: Exception
-) -> ValueError:
+def _explain(model: nn.Module, input_shape: tuple[int, ...], level: int, error: Exception) -> ValueError:
     found = _first_conv(model)
-    data_dims, channels = probe.dim() - 2, probe.shape[1]
+    data_dims, channels, fine_shape = len(input_shape) - 2, input_shape[1], input_shape[2:]
+    coarse = tuple(int(n) // 2**level for n in fine_shape)
+    text = str(error)
     if found is not None:
         name, conv = found
         net_dims = len(conv.kernel_size)
@@ -107,7 +160,18 @@ def _explain(
                 f"{layer} expects {conv.in_channels} input channels but the data have {channels}; build the network "
                 f"with in_channels={channels} or load the images with {conv.in_channels} channels: {error}"
             )
+    if "dtype" in text or ("expected" in text.lower() and ("Half" in text or "Double" in text or "Float" in text)):
+        return ValueError(
+            f"the network fails at level {level} on a dtype mismatch (the data and the weights differ): {error}. "
+            "Convert the model or the data to one dtype (model.float() or images.float())"
+        )
+    if "img_size" in text or "input size" in text.lower() or ("expected input" in text.lower() and "size" in text):
+        return ValueError(
+            f"the network fails at level {level} (input {coarse}, fine {tuple(fine_shape)}) because it is built for "
+            f"one input size: {error}. Multiscale training feeds it every level's size; use a network that "
+            "accepts any size (a convolutional one), or strategy='single'"
+        )
     return ValueError(
-        f"the network fails at level {level} (input {tuple(probe.shape[2:])}, fine {tuple(fine_shape)}): {error}. "
+        f"the network fails at level {level} (input {coarse}, fine {tuple(fine_shape)}): {error}. "
         "Use fewer levels or larger images, or declare size_multiple= to check divisibility up front"
     )

@@ -79,12 +79,6 @@ class MGEConfig:
         object.__setattr__(self, "batch_sizes", sizes)
 
     @property
-    def sizes(self) -> tuple[int, ...]:
-        """Per-term batch sizes ``(N_0, ..., N_K)``."""
-        assert self.batch_sizes is not None
-        return tuple(self.batch_sizes)
-
-    @property
     def num_terms(self) -> int:
         """Number of terms of the telescoping sum, ``levels + 1``."""
         return self.levels + 1

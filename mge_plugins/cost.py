@@ -22,6 +22,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from .batching import batch_size_of
+from .distributed import world_size as distributed_world_size
 
 __all__ = [
     "CostMeter",
@@ -31,13 +32,8 @@ __all__ = [
     "pixel_fraction",
     "step_flops",
     "step_work_units",
+    "term_levels",
 ]
-
-
-def _distributed_world_size() -> int:
-    import torch.distributed as dist
-
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
 def pixel_fraction(level: int, spatial_dims: int) -> float:
@@ -45,13 +41,15 @@ def pixel_fraction(level: int, spatial_dims: int) -> float:
     return 2.0 ** (-spatial_dims * level)
 
 
+def term_levels(k: int, num_terms: int, base_level: int = 0) -> tuple[int, ...]:
+    """Levels evaluated by term ``k`` of ``num_terms``: ``(L+k, L+k+1)``, or ``(L+k,)`` for the last."""
+    level = base_level + k
+    return (level,) if k == num_terms - 1 else (level, level + 1)
+
+
 def _term_levels(batch_sizes: Sequence[int], base_level: int) -> list[tuple[int, tuple[int, ...]]]:
     """``(N_k, levels evaluated by term k)`` for each term of an MGE step."""
-    last = len(batch_sizes) - 1
-    return [
-        (int(n), (base_level + k,) if k == last else (base_level + k, base_level + k + 1))
-        for k, n in enumerate(batch_sizes)
-    ]
+    return [(int(n), term_levels(k, len(batch_sizes), base_level)) for k, n in enumerate(batch_sizes)]
 
 
 def step_work_units(batch_sizes: Sequence[int], *, base_level: int = 0, spatial_dims: int = 2) -> float:
@@ -156,7 +154,7 @@ class CostMeter:
         world_size: int | None = None,
     ) -> None:
         if world_size is None:
-            world_size = _distributed_world_size()
+            world_size = distributed_world_size()
         if world_size < 1:
             raise ValueError(f"CostMeter world_size must be >= 1, got {world_size}")
         self.world_size = int(world_size)

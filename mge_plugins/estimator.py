@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from .batching import _tensor_leaves, batch_size_of
-from .cost import StepCost, step_flops, step_work_units
+from .cost import StepCost, step_flops, step_work_units, term_levels
 from .coupling import CoupledRandomness
 from .nonfinite import NonFiniteError
 
@@ -91,11 +91,6 @@ def _as_scalar_term(value: torch.Tensor, level: int) -> torch.Tensor:
         )
     # Differences of nearly equal half-precision losses lose their digits: subtract in >= float32.
     return value.to(torch.promote_types(value.dtype, torch.float32))
-
-
-def _term_levels(k: int, last: int, base_level: int) -> tuple[int, ...]:
-    level = base_level + k
-    return (level, level + 1) if k < last else (level,)
 
 
 def _named_parameters(parameters: Parameters | None) -> list[tuple[str, torch.Tensor]]:
@@ -206,7 +201,8 @@ def mge_backward(
 
     def checked(value: torch.Tensor, k: int, level: int) -> torch.Tensor:
         if not bool(torch.isfinite(value.detach())):
-            raise NonFiniteError(k, _term_levels(k, last, base_level), "loss", level=level, value=float(value.detach()))
+            levels = term_levels(k, last + 1, base_level)
+            raise NonFiniteError(k, levels, "loss", level=level, value=float(value.detach()))
         return value
 
     for k, batch in enumerate(batches):
@@ -238,7 +234,7 @@ def mge_backward(
         if not all(flags):
             k = flags.index(False)
             first = next((n for n, p in named if p.grad is not None and not bool(torch.isfinite(p.grad).all())), None)
-            raise NonFiniteError(k, _term_levels(k, last, base_level), "gradient", parameter=first)
+            raise NonFiniteError(k, term_levels(k, last + 1, base_level), "gradient", parameter=first)
     term_values = torch.stack(values).tolist()
     dims = spatial_dims if spatial_dims is not None else _infer_spatial_dims(batches[0])
     cost = StepCost(

@@ -40,6 +40,7 @@ class NonFiniteError(FloatingPointError):
         quantity: ``"loss"`` or ``"gradient"``.
         parameter: name of the first parameter with a non-finite gradient, when known.
         value: the non-finite loss value, for a loss.
+        repeated: for the error that stops a run of skipped steps, how many were skipped in a row.
     """
 
     def __init__(
@@ -51,9 +52,11 @@ class NonFiniteError(FloatingPointError):
         level: int | None = None,
         parameter: str | None = None,
         value: float | None = None,
+        repeated: int = 0,
     ) -> None:
         self.term, self.levels, self.quantity = term, levels, quantity
         self.level, self.parameter, self.value = level, parameter, value
+        self.repeated = repeated
         span = f"levels {levels[0]} - {levels[1]}" if len(levels) == 2 else f"level {levels[0]}"
         if quantity == "loss":
             what = f"the loss at level {level} is {value}"
@@ -62,10 +65,18 @@ class NonFiniteError(FloatingPointError):
             named = f" (first: {parameter})" if parameter else ""
             what = f"the accumulated gradients are not finite after its backward pass{named}"
             fix = "lower the learning rate, clip gradients or check the network at that level"
-        super().__init__(
-            f"MGE term {term} ({span}): {what}, so this step's gradients are invalid and no optimizer step may "
-            f"use them; {fix}, or pass nonfinite='skip' to skip such steps"
-        )
+        if repeated:
+            message = (
+                f"{repeated} training steps in a row were skipped (last: MGE term {term}, {span}: {what}); the weights "
+                "are most likely no longer finite (half-precision weights with Adam, or a learning rate far too high): "
+                "train the weights in float32 (use autocast for half precision) or lower the learning rate"
+            )
+        else:
+            message = (
+                f"MGE term {term} ({span}): {what}, so this step's gradients are invalid and no optimizer step may "
+                f"use them; {fix}, or pass nonfinite='skip' to skip such steps"
+            )
+        super().__init__(message)
 
     @property
     def where(self) -> str:
@@ -76,12 +87,18 @@ class NonFiniteError(FloatingPointError):
 
 @dataclass
 class NonFinitePolicy:
-    """Raise or skip on a non-finite step; counts the skipped steps and warns once.
+    """Raise or skip on a non-finite step; counts the skipped steps and warns with the count.
+
+    The 1st, 2nd, 4th, 8th, ... skip warns. ``max_consecutive`` skips in a row raise: the weights
+    are then most likely already broken (or the learning rate far too high), and skipping on
+    would train nothing.
 
     Attributes:
         mode: ``"raise"`` or ``"skip"``.
         skipped: number of steps skipped so far.
+        max_consecutive: skips in a row that stop training with a :class:`NonFiniteError`.
         last_error: the most recent :class:`NonFiniteError` handled in skip mode.
+        consecutive: skips since the last finite step.
 
     Example:
         >>> policy = NonFinitePolicy("skip")
@@ -91,12 +108,17 @@ class NonFinitePolicy:
 
     mode: str = "raise"
     skipped: int = 0
+    max_consecutive: int = 10
     last_error: NonFiniteError | None = field(default=None, repr=False)
-    _warned: bool = field(default=False, repr=False)
+    consecutive: int = field(default=0, repr=False)
 
     def __post_init__(self) -> None:
         if self.mode not in NONFINITE_MODES:
             raise ValueError(f"nonfinite must be one of {', '.join(map(repr, NONFINITE_MODES))}, got {self.mode!r}")
+
+    def passed(self) -> None:
+        """Record a step whose loss and gradients were finite (resets the run of skips)."""
+        self.consecutive = 0
 
     @classmethod
     def of(cls, value: str | NonFinitePolicy) -> NonFinitePolicy:
@@ -108,11 +130,22 @@ class NonFinitePolicy:
         if self.mode == "raise":
             raise error
         self.skipped += 1
+        self.consecutive += 1
         self.last_error = error
-        if not self._warned:
-            self._warned = True
+        if self.consecutive >= self.max_consecutive:
+            raise NonFiniteError(
+                error.term,
+                error.levels,
+                error.quantity,
+                level=error.level,
+                parameter=error.parameter,
+                value=error.value,
+                repeated=self.consecutive,
+            ) from error
+        if self.skipped & (self.skipped - 1) == 0:  # the 1st, 2nd, 4th, 8th, ... skip
             warnings.warn(
-                f"skipping a training step: {error.where} is not finite (further skips are counted, not warned)",
+                f"skipping a training step: {error.where} is not finite ({self.skipped} skipped so far, "
+                f"{self.consecutive} in a row; training stops after {self.max_consecutive} in a row)",
                 NonFiniteStepWarning,
                 stacklevel=3,
             )

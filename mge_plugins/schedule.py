@@ -61,7 +61,7 @@ class Stage:
         start: first global step of the stage.
         stop: one past its last global step.
         mge: the MGE configuration used inside the stage (``mge.levels`` levels below ``level``,
-            ``mge.sizes`` per-term batch sizes).
+            ``mge.batch_sizes`` per-term batch sizes).
     """
 
     index: int
@@ -83,7 +83,7 @@ class Stage:
     @property
     def batch_sizes(self) -> tuple[int, ...]:
         """Per-term batch sizes, finest first."""
-        return self.mge.sizes
+        return tuple(self.mge.batch_sizes)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data view for logs and host configuration."""

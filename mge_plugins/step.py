@@ -3,31 +3,60 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import torch
 from torch import nn
 
-from .batching import _map_tensors, split_batch
-from .checks import check_batch_rank
+from .batching import _map_tensors, batch_size_of, slice_batch
+from .checks import check_batch_rank, check_integer_images
 from .config import MGEConfig
-from .cost import CostMeter, StepCost, step_work_units
+from .cost import CostMeter
 from .coupling import CoupledRandomness
-from .distributed import check_ranks_agree, ddp_no_sync, plan_fingerprint
-from .estimator import MGEStepStats, _infer_spatial_dims, mge_backward
-from .nonfinite import NonFiniteError, NonFinitePolicy
+from .estimator import MGEStepStats, _infer_spatial_dims
+from .host_step import MultiscaleStep
+from .nonfinite import NonFinitePolicy
 from .restriction import restrict
-from .strategies import StepPlan
+from .strategies import MGEStrategy, StepPlan, Strategy
 
 __all__ = ["mge_step", "restrict_batch"]
 
 Pose = Callable[[Any, int], tuple[torch.Tensor, torch.Tensor]]
 
 
+class _FixedPlan(Strategy):
+    """The same given plan at every step."""
+
+    name = "plan"
+
+    def __init__(self, plan: StepPlan) -> None:
+        self._plan = plan
+
+    def plan(self, step: int) -> StepPlan:
+        """The given plan."""
+        return self._plan
+
+
+class _Unmeasured(CostMeter):
+    """A cost record that keeps nothing and measures no FLOPs (``mge_step`` without ``meter=``)."""
+
+    def __init__(self) -> None:
+        super().__init__(world_size=1, flops_per_sample=())
+
+    def add(self, batch_sizes: Any, base_level: int = 0) -> Any:
+        """Record nothing."""
+        return None
+
+
+_UNMEASURED = _Unmeasured()
+
+
 def restrict_batch(batch: Any, levels: int, method: str = "area") -> Any:
     """Restrict every floating 4-D/5-D tensor of a (nested) batch ``levels`` times.
 
-    Other leaves (labels, per-sample scalars, integer tensors) pass through unchanged.
+    Other leaves (labels, per-sample scalars) pass through unchanged; :func:`mge_step` refuses
+    integer images, which would pass through at full size at every level.
     """
     if levels == 0:
         return batch
@@ -105,10 +134,8 @@ def mge_step(
         >>> stats.batch_sizes
         (4, 16)
     """
-    if isinstance(config, MGEConfig):
-        sizes, base_level, method = config.sizes, 0, config.restriction
-    else:
-        sizes, base_level, method = config.batch_sizes, config.level, config.restriction
+    strategy = MGEStrategy(config) if isinstance(config, MGEConfig) else _FixedPlan(config)
+    method = strategy.plan(0).restriction
     if pose is None:
         check_batch_rank(batch[0], what="the inputs")
         check_batch_rank(batch[1], what="the targets")
@@ -116,49 +143,42 @@ def mge_step(
         def pose(b: Any, level: int) -> tuple[torch.Tensor, torch.Tensor]:
             return restrict_batch(b[0], level, method), restrict_batch(b[1], level, method)
 
-    def level_loss(b: Any, level: int) -> torch.Tensor:
-        inputs, targets = pose(b, level)
+    check_integer_images(batch)
+
+    def level_loss(indices: slice, level: int) -> torch.Tensor:
+        inputs, targets = pose(slice_batch(batch, indices.start, indices.stop), level)
         return loss_fn(model(inputs), targets)
 
-    policy = NonFinitePolicy.of(nonfinite)
+    dims = _infer_spatial_dims(batch) if meter is None else meter.spatial_dims
+    runner = MultiscaleStep(
+        strategy, meter if meter is not None else _UNMEASURED, split=split, nonfinite=nonfinite, spatial_dims=dims
+    )
+    runner.checked = True  # hand-written loops check their own sizes
     scaling = scaler is not None and scaler.is_enabled()
-    backward = None if scaler is None else (lambda term: scaler.scale(term).backward())
-    no_sync = ddp_no_sync(model)
-    if no_sync is not None:
-        agree = {"plan": plan_fingerprint((base_level, tuple(sizes), method))}
-        check_ranks_agree(**agree if step is None else {**agree, "step": step})
     optimizer.zero_grad(set_to_none=True)
-    terms = split_batch(batch, sizes, split)
-    try:
-        stats = mge_backward(
-            level_loss,
-            terms,
-            backward=backward,
-            no_sync=no_sync,
-            base_level=base_level,
-            coupling=coupling,
-            flops_per_sample=meter.flops_per_sample if meter is not None else None,
-            parameters=None if scaling else model,
-        )
-    except NonFiniteError as error:
-        optimizer.zero_grad(set_to_none=True)
-        policy.handle(error)  # raises in "raise" mode
-        work = step_work_units(tuple(sizes), base_level=base_level, spatial_dims=_infer_spatial_dims(terms[0]))
-        stats = MGEStepStats(
-            tuple(float("nan") for _ in sizes), float("nan"), tuple(sizes), base_level, StepCost(work), skipped=True
-        )
-        if meter is not None:
-            meter.add(stats.batch_sizes, stats.base_level)
-        return stats
+    outcome = runner.run(
+        0 if step is None else step,
+        batch_size_of(batch),
+        level_loss,
+        model=model,
+        backward=None if scaler is None else (lambda term: scaler.scale(term).backward()),
+        check_gradients=not scaling,
+        generators=coupling.generators if isinstance(coupling, CoupledRandomness) else (),
+        couple=coupling is not False,
+        zero_grad=lambda: optimizer.zero_grad(set_to_none=True),
+    )
+    assert outcome.stats is not None
+    if outcome.skipped:
+        return outcome.stats
     if scaler is not None:
         scaler.unscale_(optimizer)
     if max_grad_norm is not None:
-        nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+        clear = lambda: optimizer.zero_grad(set_to_none=True)  # noqa: E731
+        if runner.clip(model.parameters(), max_grad_norm, scaling=scaling, zero_grad=clear) is None:
+            return replace(outcome.stats, skipped=True)
     if scaler is not None:
         scaler.step(optimizer)
         scaler.update()
     else:
         optimizer.step()
-    if meter is not None:
-        meter.add(stats.batch_sizes, stats.base_level)
-    return stats
+    return outcome.stats

@@ -14,30 +14,30 @@ each entry point names a factory ``factory(options: StrategyOptions) -> Strategy
 from __future__ import annotations
 
 import difflib
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from importlib.metadata import entry_points
 from typing import Any
 
+from .batching import SPLIT_MODES, required_batch_size
 from .config import MGEConfig
-from .restriction import check_level_sizes
+from .restriction import RESTRICTION_METHODS, check_level_sizes
 from .schedule import FullMultiscaleSchedule
 
 __all__ = [
     "ENTRY_POINT_GROUP",
     "FullMultiscaleStrategy",
     "MGEStrategy",
-    "ProgressiveResizingStrategy",
-    "SingleScaleStrategy",
     "StepPlan",
     "Strategy",
     "StrategyOptions",
     "available_strategies",
     "build_strategy",
+    "check_fits",
     "get_strategy",
     "register_strategy",
-    "strategy_for_loader",
 ]
 
 ENTRY_POINT_GROUP = "mge_plugins.strategies"
@@ -100,6 +100,10 @@ class Strategy(ABC):
         """Largest per-term batch sizes of any step."""
         return self.plan(0).batch_sizes
 
+    def required_batch_size(self, split: str = "nested") -> int:
+        """Samples per loaded batch that every step needs."""
+        return required_batch_size(self.max_batch_sizes, split)
+
     def check_image_size(self, spatial_shape: Sequence[int], multiple: int = 1) -> None:
         """Fail up front if images of ``spatial_shape`` cannot reach :attr:`coarsest_level`.
 
@@ -118,39 +122,32 @@ class Strategy(ABC):
         return {"strategy": self.name, "plan": self.plan(0).to_dict()}
 
 
-class SingleScaleStrategy(Strategy):
-    """Plain fine-level training, the baseline: one term of ``batch_size`` at level 0."""
-
-    name = "single"
-
-    def __init__(self, batch_size: int = 8, restriction: str = "area") -> None:
-        self.config = MGEConfig(levels=0, batch_size=batch_size, restriction=restriction)
-
-    def plan(self, step: int) -> StepPlan:
-        """The same plan at every step."""
-        return StepPlan(0, self.config.sizes, self.config.restriction)
-
-
 class MGEStrategy(Strategy):
-    """Multiscale Gradient Estimation at every step, with a fixed :class:`MGEConfig`."""
+    """Multiscale Gradient Estimation at every step, with a fixed :class:`MGEConfig`.
 
-    name = "mge"
+    Single-scale training is this strategy with ``levels=0`` (registered as ``"single"``).
+    """
 
-    def __init__(self, config: MGEConfig) -> None:
+    def __init__(self, config: MGEConfig, name: str = "mge") -> None:
         self.config = config
+        self.name = name
 
     def plan(self, step: int) -> StepPlan:
         """The same plan at every step."""
-        return StepPlan(0, self.config.sizes, self.config.restriction)
+        return StepPlan(0, self.config.batch_sizes, self.config.restriction)
 
 
 class FullMultiscaleStrategy(Strategy):
-    """Coarse-to-fine stages with MGE inside each, driven by a :class:`FullMultiscaleSchedule`."""
+    """Coarse-to-fine stages with MGE inside each, driven by a :class:`FullMultiscaleSchedule`.
 
-    name = "full-multiscale"
+    Progressive resizing is this strategy with ``mge_levels=0`` (registered as
+    ``"progressive-resizing"``): the same stages, but a stage's gradient is the plain gradient of
+    its coarse problem, biased for the fine one.
+    """
 
-    def __init__(self, schedule: FullMultiscaleSchedule) -> None:
+    def __init__(self, schedule: FullMultiscaleSchedule, name: str = "full-multiscale") -> None:
         self.schedule = schedule
+        self.name = name
 
     def plan(self, step: int) -> StepPlan:
         """The plan of the stage that ``step`` belongs to."""
@@ -172,102 +169,168 @@ class FullMultiscaleStrategy(Strategy):
         """Per-term sizes of the stage that needs the largest loaded batch."""
         return max((s.batch_sizes for s in self.schedule.stages), key=lambda sizes: (max(sizes), sum(sizes)))
 
+    def required_batch_size(self, split: str = "nested") -> int:
+        """Samples per loaded batch that every stage's step needs."""
+        return max(required_batch_size(s.batch_sizes, split) for s in self.schedule.stages)
+
     def describe(self) -> dict[str, Any]:
         """The schedule as plain data."""
         return {"strategy": self.name, **self.schedule.to_dict()}
 
 
-class ProgressiveResizingStrategy(FullMultiscaleStrategy):
-    """Coarse-to-fine stages without MGE corrections: each stage trains on its own level only.
-
-    The baseline that Full-Multiscale is measured against (progressive resizing, as in fastai and
-    Composer, on the same power-of-two levels and stage split): same stages, same batches, but a
-    stage's gradient is the plain gradient of its coarse problem, biased for the fine one.
-    """
-
-    name = "progressive-resizing"
-
-    def __init__(self, schedule: FullMultiscaleSchedule) -> None:
-        if schedule.mge_levels != 0:
-            raise ValueError(
-                f"progressive resizing uses no MGE levels inside a stage, got mge_levels={schedule.mge_levels}; "
-                "build the schedule with mge_levels=0 or use FullMultiscaleStrategy"
-            )
-        super().__init__(schedule)
+def _check_int(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
 @dataclass(frozen=True)
 class StrategyOptions:
-    """The options a host collects from its user, shared by every strategy factory.
+    """The one specification of a strategy's sizes, shared by every host and every factory.
+
+    Every registered factory receives one, so a strategy added through the entry point gets the
+    same loader-derived sizes as the built-in ones (:meth:`term_sizes`). Hosts fill
+    ``loaded_batch_size`` (the loader's batch, which bounds the largest term), ``spatial_dims``
+    and, by default, ``iterations`` (the run's length); the rest comes from the user.
 
     Attributes:
         levels: MGE levels below the finest (``"mge"``) or number of stages minus one
             (``"full-multiscale"``); ignored by ``"single"``.
-        batch_size: finest batch size.
-        growth: batch growth per coarser level (default ``2**spatial_dims``).
-        batch_sizes: explicit per-term sizes for ``"mge"``.
+        batch_size: finest-term batch size: one ``int``, or one per Full-Multiscale stage; ``None``
+            derives it from ``loaded_batch_size`` (see :meth:`term_sizes`), or uses 8 without one.
+        growth: batch growth per coarser level; ``None`` derives it from the loader, or uses
+            ``2**spatial_dims``.
+        batch_sizes: explicit per-term sizes for ``"mge"`` (finest first).
         restriction: restriction method.
         spatial_dims: 2 or 3.
         iterations: Full-Multiscale steps, total (split by halving) or per stage.
-        mge_levels: Full-Multiscale's cap on MGE levels inside a stage.
+        mge_levels: Full-Multiscale's cap on MGE levels inside a stage (``0`` = no MGE).
+        loaded_batch_size: samples per loaded batch, or ``None`` when the sizes are free.
+        split: ``"nested"`` or ``"disjoint"`` per-term batches.
+
+    Raises:
+        ValueError: for a value no strategy can use, naming the option and the fix.
     """
 
     levels: int = 2
-    batch_size: int = 8
+    batch_size: int | Sequence[int] | None = None
     growth: float | None = None
     batch_sizes: Sequence[int] | None = None
     restriction: str = "area"
     spatial_dims: int = 2
     iterations: int | Sequence[int] = 3750
     mge_levels: int | None = None
+    loaded_batch_size: int | None = None
+    split: str = "nested"
+
+    def __post_init__(self) -> None:
+        _check_int("levels", self.levels, 0)
+        if self.spatial_dims not in (2, 3):
+            raise ValueError(f"spatial_dims must be 2 (images) or 3 (volumes), got {self.spatial_dims!r}")
+        if self.restriction not in RESTRICTION_METHODS:
+            close = difflib.get_close_matches(str(self.restriction), RESTRICTION_METHODS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(
+                f"unknown restriction {self.restriction!r}{hint}; use one of "
+                f"{', '.join(map(repr, RESTRICTION_METHODS))}"
+            )
+        if self.split not in SPLIT_MODES:
+            raise ValueError(f"unknown split {self.split!r}; use one of {', '.join(map(repr, SPLIT_MODES))}")
+        if self.growth is not None and not (isinstance(self.growth, (int, float)) and 1 <= self.growth < math.inf):
+            raise ValueError(
+                f"growth must be a finite number >= 1 (coarser terms use at least as many samples), got {self.growth!r}"
+            )
+        if isinstance(self.iterations, (list, tuple)):
+            for n in self.iterations:
+                _check_int("every entry of iterations", n, 1)
+        else:
+            _check_int("iterations", self.iterations, 1)
+        if self.mge_levels is not None:
+            _check_int("mge_levels", self.mge_levels, 0)
+        if self.loaded_batch_size is not None:
+            _check_int("loaded_batch_size", self.loaded_batch_size, 1)
+        if isinstance(self.batch_size, (list, tuple)):
+            for n in self.batch_size:
+                _check_int("every entry of batch_size", n, 1)
+        elif self.batch_size is not None:
+            _check_int("batch_size", self.batch_size, 1)
+
+    @property
+    def derived(self) -> bool:
+        """Whether the per-term sizes come from the loaded batch (no explicit sizes given)."""
+        return self.loaded_batch_size is not None and self.batch_size is None and self.batch_sizes is None
+
+    def resolved_growth(self) -> float:
+        """Growth per coarser level.
+
+        Given, or derived from the loaded batch ``B``: the finest term keeps ``B // 4`` and the
+        sizes grow geometrically to ``B`` at the deepest level (capped to ``[1, B**(1/levels)]``);
+        else ``2**spatial_dims``.
+        """
+        if self.growth is not None:
+            return float(self.growth)
+        if self.derived and self.levels > 0:
+            loaded = int(self.loaded_batch_size or 1)
+            growth = (loaded / max(1, loaded // 4)) ** (1 / self.levels)
+            return max(1.0, min(growth, loaded ** (1 / self.levels)))
+        return float(2**self.spatial_dims)
+
+    def finest_size(self, levels_below: int) -> int:
+        """Finest-term size of a step with ``levels_below`` MGE levels.
+
+        The given ``batch_size``; else, with a loaded batch ``B``, ``round(B / growth**levels_below)``
+        so the deepest term takes the whole batch; else 8.
+        """
+        if isinstance(self.batch_size, int):
+            return self.batch_size
+        if self.loaded_batch_size is not None:
+            return max(1, round(self.loaded_batch_size / self.resolved_growth() ** levels_below))
+        return 8
+
+    def mge_config(self, levels_below: int, batch_size: int | None = None) -> MGEConfig:
+        """The :class:`MGEConfig` of a step with ``levels_below`` MGE levels under these options."""
+        return MGEConfig(
+            levels=levels_below,
+            batch_size=self.finest_size(levels_below) if batch_size is None else batch_size,
+            growth=self.resolved_growth(),
+            batch_sizes=self.batch_sizes if levels_below == self.levels else None,
+            restriction=self.restriction,
+            spatial_dims=self.spatial_dims,
+        )
+
+    def schedule(self, mge_levels: int | None = None) -> FullMultiscaleSchedule:
+        """The :class:`FullMultiscaleSchedule` of these options (``mge_levels`` overrides the cap)."""
+        cap = self.mge_levels if mge_levels is None else mge_levels
+        below = [self.levels - lv if cap is None else min(cap, self.levels - lv) for lv in range(self.levels, -1, -1)]
+        sizes = self.batch_size if self.batch_size is not None else [self.finest_size(k) for k in below]
+        return FullMultiscaleSchedule(
+            levels=self.levels,
+            iterations=self.iterations,
+            batch_size=sizes,
+            growth=self.resolved_growth(),
+            mge_levels=cap,
+            restriction=self.restriction,
+            spatial_dims=self.spatial_dims,
+        )
 
 
 StrategyFactory = Callable[[StrategyOptions], Strategy]
 
 
 def _single(options: StrategyOptions) -> Strategy:
-    return SingleScaleStrategy(options.batch_size, options.restriction)
+    size = options.loaded_batch_size or (options.batch_size if isinstance(options.batch_size, int) else 8)
+    return MGEStrategy(MGEConfig(levels=0, batch_size=size, restriction=options.restriction), name="single")
 
 
 def _mge(options: StrategyOptions) -> Strategy:
-    return MGEStrategy(
-        MGEConfig(
-            levels=options.levels,
-            batch_size=options.batch_size,
-            growth=options.growth,
-            batch_sizes=options.batch_sizes,
-            restriction=options.restriction,
-            spatial_dims=options.spatial_dims,
-        )
-    )
+    return MGEStrategy(options.mge_config(options.levels))
 
 
 def _full_multiscale(options: StrategyOptions) -> Strategy:
-    return FullMultiscaleStrategy(
-        FullMultiscaleSchedule(
-            levels=options.levels,
-            iterations=options.iterations,
-            batch_size=options.batch_size,
-            growth=options.growth,
-            mge_levels=options.mge_levels,
-            restriction=options.restriction,
-            spatial_dims=options.spatial_dims,
-        )
-    )
+    return FullMultiscaleStrategy(options.schedule())
 
 
 def _progressive_resizing(options: StrategyOptions) -> Strategy:
-    return ProgressiveResizingStrategy(
-        FullMultiscaleSchedule(
-            levels=options.levels,
-            iterations=options.iterations,
-            batch_size=options.batch_size,
-            growth=options.growth,
-            mge_levels=0,
-            restriction=options.restriction,
-            spatial_dims=options.spatial_dims,
-        )
-    )
+    return FullMultiscaleStrategy(options.schedule(mge_levels=0), name="progressive-resizing")
 
 
 _REGISTRY: dict[str, StrategyFactory] = {
@@ -320,86 +383,61 @@ def get_strategy(name: str) -> StrategyFactory:
     )
 
 
-def build_strategy(name: str, **options: Any) -> Strategy:
-    """Build the strategy ``name`` from :class:`StrategyOptions` keyword arguments.
+def check_fits(strategy: Strategy, loaded_batch_size: int, split: str = "nested") -> None:
+    """Fail up front when ``strategy`` needs more samples per step than a loaded batch holds.
+
+    Raises:
+        ValueError: naming the per-term sizes and the batch size to load.
+    """
+    need = strategy.required_batch_size(split)
+    if need > loaded_batch_size:
+        raise ValueError(
+            f"strategy {strategy.name!r} needs {need} samples per step (per-term sizes "
+            f"{list(strategy.max_batch_sizes)}, {split} split) but the loaded batches hold {loaded_batch_size}; "
+            f"use DataLoader(batch_size={need}) or lower mge_batch_size/growth"
+        )
+
+
+def build_strategy(strategy: str | Strategy, **options: Any) -> Strategy:
+    """The one way to get a strategy: by name from :class:`StrategyOptions` keywords, or as given.
+
+    With ``loaded_batch_size``, the per-term batches are cut from loaded batches of that size:
+    unless ``batch_size``, ``growth`` or ``batch_sizes`` say otherwise, the finest term keeps
+    ``B // 4`` of a loaded batch of ``B`` and the sizes grow geometrically to ``B`` at the
+    coarsest level (``B = 16``, 2 levels: 4, 8, 16); each Full-Multiscale stage ends its terms at
+    ``B``, so the coarsest stage trains on the whole batch. A strategy built here is then checked
+    to fit the loaded batch. A built strategy is returned as given (its batches may come from a
+    sampler that sizes each step's batch, such as ``mge_monai.MultiscaleBatchSampler``).
+
+    Args:
+        strategy: a registered name (``"single"``, ``"mge"``, ``"full-multiscale"``,
+            ``"progressive-resizing"``, plug-ins) or a built :class:`Strategy`, returned as is.
+        options: :class:`StrategyOptions` fields.
+
+    Raises:
+        ValueError: for an unknown name or option, or a strategy that needs more samples per step
+            than a loaded batch holds, naming the batch size to load.
 
     Example:
         >>> build_strategy("mge", levels=2, batch_size=2).plan(0).batch_sizes
         (2, 8, 32)
-    """
-    return get_strategy(name)(StrategyOptions(**options))
-
-
-def strategy_for_loader(
-    name: str,
-    loaded_batch_size: int,
-    *,
-    levels: int = 2,
-    mge_batch_size: int | None = None,
-    growth: float | None = None,
-    batch_sizes: Sequence[int] | None = None,
-    restriction: str = "area",
-    spatial_dims: int = 2,
-    iterations: int | Sequence[int] = 3750,
-    mge_levels: int | None = None,
-    split: str = "nested",
-) -> Strategy:
-    """Build a strategy whose per-term batches are cut from loaded batches of ``loaded_batch_size``.
-
-    Hosts with one data loader use this. Unless ``mge_batch_size``, ``growth`` or ``batch_sizes``
-    say otherwise, the finest term keeps ``B // 4`` of a loaded batch of ``B`` and the sizes grow
-    geometrically to ``B`` at the coarsest level (``B = 16``, 2 levels: 4, 8, 16); each
-    Full-Multiscale stage ends its terms at ``B``, so the coarsest stage trains on the whole batch.
-
-    Raises:
-        ValueError: when the strategy needs more samples per step than a loaded batch holds,
-            naming the batch size to load.
-
-    Example:
-        >>> strategy_for_loader("mge", 16, levels=2).plan(0).batch_sizes
+        >>> build_strategy("mge", levels=2, loaded_batch_size=16).plan(0).batch_sizes
         (4, 8, 16)
-        >>> [s.batch_sizes for s in strategy_for_loader("full-multiscale", 16, iterations=7).schedule.stages]
+        >>> fms = build_strategy("full-multiscale", loaded_batch_size=16, iterations=7)
+        >>> [s.batch_sizes for s in fms.schedule.stages]
         [(16,), (8, 16), (4, 8, 16)]
-        >>> [s.batch_sizes for s in strategy_for_loader("progressive-resizing", 16, iterations=7).schedule.stages]
+        >>> progressive = build_strategy("progressive-resizing", loaded_batch_size=16, iterations=7)
+        >>> [s.batch_sizes for s in progressive.schedule.stages]
         [(16,), (16,), (16,)]
     """
-    from .batching import required_batch_size
-
-    loaded = int(loaded_batch_size)
-    if name == "single":
-        return build_strategy("single", batch_size=loaded, restriction=restriction)
-    derived = mge_batch_size is None and batch_sizes is None
-    if derived and growth is None and levels > 0:
-        growth = (loaded / max(1, loaded // 4)) ** (1 / levels)
-    elif growth is None:
-        growth = float(2**spatial_dims)
-    if derived and levels > 0:
-        growth = max(1.0, min(growth, loaded ** (1 / levels)))
-    if name == "progressive-resizing":
-        mge_levels = 0
-    if name in ("full-multiscale", "progressive-resizing") and mge_batch_size is None:
-        below = [levels - lv if mge_levels is None else min(mge_levels, levels - lv) for lv in range(levels, -1, -1)]
-        batch_size: int | list[int] = [max(1, round(loaded / growth**k)) for k in below]
-    else:
-        batch_size = mge_batch_size or max(1, round(loaded / growth**levels))
-    strategy = build_strategy(
-        name,
-        levels=levels,
-        batch_size=batch_size,
-        growth=growth,
-        batch_sizes=batch_sizes,
-        restriction=restriction,
-        spatial_dims=spatial_dims,
-        iterations=iterations,
-        mge_levels=mge_levels,
-    )
-    schedule = getattr(strategy, "schedule", None)
-    starts = [s.start for s in schedule.stages] if schedule is not None else [0]
-    need = max(required_batch_size(strategy.plan(t).batch_sizes, split) for t in starts)
-    if need > loaded:
-        raise ValueError(
-            f"strategy {name!r} needs {need} samples per step (per-term sizes {list(strategy.max_batch_sizes)}, "
-            f"{split} split) but the loaded batches hold {loaded}; use DataLoader(batch_size={need}) or lower "
-            "mge_batch_size/growth"
-        )
-    return strategy
+    unknown = sorted(set(options) - {f.name for f in fields(StrategyOptions)})
+    if unknown:
+        known = ", ".join(f.name for f in fields(StrategyOptions))
+        raise ValueError(f"unknown strategy option(s) {', '.join(map(repr, unknown))}; the options are: {known}")
+    spec = StrategyOptions(**options)
+    if isinstance(strategy, Strategy):
+        return strategy
+    built = get_strategy(strategy)(spec)
+    if spec.loaded_batch_size is not None:
+        check_fits(built, spec.loaded_batch_size, spec.split)
+    return built

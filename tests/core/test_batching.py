@@ -3,7 +3,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mge_plugins import batch_size_of, required_batch_size, split_batch
+from mge_plugins import required_batch_size, split_batch
+from mge_plugins.batching import batch_size_of
 
 
 def make_batch(n: int) -> dict:

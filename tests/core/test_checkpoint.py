@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from mge_plugins import RandomState, atomic_save, loader_generators, rng_state, set_rng_state
+from mge_plugins.checkpoint import RandomState, atomic_save, loader_generators, rng_state, set_rng_state
 
 
 def test_a_save_failing_mid_write_leaves_the_previous_checkpoint_loadable(tmp_path: Path) -> None:

@@ -7,23 +7,21 @@ import pytest
 import mge_plugins.strategies as strategies_module
 from mge_plugins import (
     MGEConfig,
-    ProgressiveResizingStrategy,
-    SingleScaleStrategy,
     StepPlan,
     Strategy,
+    StrategyOptions,
     available_strategies,
     build_strategy,
-    get_strategy,
     register_strategy,
-    strategy_for_loader,
 )
+from mge_plugins.strategies import MGEStrategy, get_strategy
 
 
 def test_default_growth_is_two_to_the_d() -> None:
-    assert MGEConfig(levels=2, batch_size=2).sizes == (2, 8, 32)
-    assert MGEConfig(levels=2, batch_size=1, spatial_dims=3).sizes == (1, 8, 64)
-    assert MGEConfig(levels=3, batch_size=2, growth=2).sizes == (2, 4, 8, 16)
-    assert MGEConfig(levels=1, batch_sizes=[3, 5]).sizes == (3, 5)
+    assert MGEConfig(levels=2, batch_size=2).batch_sizes == (2, 8, 32)
+    assert MGEConfig(levels=2, batch_size=1, spatial_dims=3).batch_sizes == (1, 8, 64)
+    assert MGEConfig(levels=3, batch_size=2, growth=2).batch_sizes == (2, 4, 8, 16)
+    assert MGEConfig(levels=1, batch_sizes=[3, 5]).batch_sizes == (3, 5)
     assert MGEConfig(levels=1, batch_sizes=[3, 5]).batch_size == 3
     assert MGEConfig(levels=0, batch_size=5).num_terms == 1
 
@@ -91,7 +89,7 @@ def test_entry_point_strategies_are_found(monkeypatch) -> None:
 
 def test_register_strategy(monkeypatch) -> None:
     monkeypatch.setattr(strategies_module, "_REGISTRY", dict(strategies_module._REGISTRY))
-    register_strategy("tiny", lambda options: SingleScaleStrategy(1))
+    register_strategy("tiny", lambda options: MGEStrategy(MGEConfig(levels=0, batch_size=1)))
     assert build_strategy("tiny").plan(0).batch_sizes == (1,)
     with pytest.raises(ValueError, match="already registered; pass overwrite=True"):
         register_strategy("mge", make_alternate)
@@ -105,29 +103,70 @@ def test_strategy_checks_image_size_against_its_coarsest_level() -> None:
     build_strategy("single").check_image_size((81, 81))
 
 
-def test_strategy_for_loader_derives_terms_from_the_loaded_batch() -> None:
-    from mge_plugins import strategy_for_loader
-
-    assert strategy_for_loader("mge", 16, levels=2).plan(0).batch_sizes == (4, 8, 16)
-    assert strategy_for_loader("mge", 8, levels=1, spatial_dims=3).plan(0).batch_sizes == (2, 8)
-    # An explicit finest batch keeps the default growth (4 in 2D), capped so the terms fit the batch.
-    assert strategy_for_loader("mge", 32, levels=2, mge_batch_size=2).plan(0).batch_sizes == (2, 8, 32)
-    fms = strategy_for_loader("full-multiscale", 16, levels=2, iterations=7, mge_levels=1)
+def test_loaded_batch_size_derives_terms_from_the_loaded_batch() -> None:
+    assert build_strategy("mge", levels=2, loaded_batch_size=16).plan(0).batch_sizes == (4, 8, 16)
+    assert build_strategy("mge", levels=1, spatial_dims=3, loaded_batch_size=8).plan(0).batch_sizes == (2, 8)
+    # An explicit finest batch keeps the default growth (4 in 2D).
+    assert build_strategy("mge", levels=2, batch_size=2, loaded_batch_size=32).plan(0).batch_sizes == (2, 8, 32)
+    fms = build_strategy("full-multiscale", levels=2, iterations=7, mge_levels=1, loaded_batch_size=16)
     assert [s.batch_sizes for s in fms.schedule.stages] == [(16,), (8, 16), (8, 16)]
-    assert strategy_for_loader("single", 12).plan(3).batch_sizes == (12,)
+    assert build_strategy("single", loaded_batch_size=12).plan(3).batch_sizes == (12,)
     with pytest.raises(ValueError, match=r"needs 64 samples.*loaded batches hold 16.*DataLoader\(batch_size=64\)"):
-        strategy_for_loader("mge", 16, levels=2, batch_sizes=[4, 16, 64])
+        build_strategy("mge", levels=2, batch_sizes=[4, 16, 64], loaded_batch_size=16)
     with pytest.raises(ValueError, match=r"needs 28 samples.*disjoint"):
-        strategy_for_loader("mge", 16, levels=2, split="disjoint")
+        build_strategy("mge", levels=2, split="disjoint", loaded_batch_size=16)
 
 
-def test_progressive_resizing_is_full_multiscale_without_mge_terms() -> None:
-    fms = strategy_for_loader("full-multiscale", 16, levels=2, iterations=70)
-    progressive = strategy_for_loader("progressive-resizing", 16, levels=2, iterations=70)
+def test_a_plugin_strategy_gets_the_same_loader_derived_sizes(monkeypatch) -> None:
+    monkeypatch.setattr(strategies_module, "_REGISTRY", dict(strategies_module._REGISTRY))
+    seen: list[StrategyOptions] = []
+
+    def every_step_mge(options: StrategyOptions) -> Strategy:
+        seen.append(options)
+        return MGEStrategy(options.mge_config(options.levels), name="plugin")
+
+    register_strategy("plugin", every_step_mge)
+    plugin = build_strategy("plugin", levels=2, loaded_batch_size=16)
+    assert plugin.plan(0).batch_sizes == build_strategy("mge", levels=2, loaded_batch_size=16).plan(0).batch_sizes
+    assert seen[0].loaded_batch_size == 16 and seen[0].split == "nested"
+    with pytest.raises(ValueError, match=r"strategy 'plugin' needs 28 samples"):
+        build_strategy("plugin", levels=2, split="disjoint", loaded_batch_size=16)
+
+
+def test_a_built_strategy_is_returned_as_given() -> None:
+    built = build_strategy("mge", levels=2, batch_size=2)
+    assert build_strategy(built) is built
+    assert build_strategy(built, loaded_batch_size=1) is built  # a batch sampler may size each step's batch
+    with pytest.raises(ValueError, match=r"needs 32 samples.*hold 8"):
+        build_strategy("mge", levels=2, batch_size=2, loaded_batch_size=8)
+
+
+@pytest.mark.parametrize(
+    "options, match",
+    [
+        (dict(restriction="aera"), r"unknown restriction 'aera' \(did you mean 'area'\?\)"),
+        (dict(levels=-1), "levels must be an integer >= 0, got -1"),
+        (dict(iterations=2.5), "iterations must be an integer >= 1, got 2.5"),
+        (dict(iterations=0), "iterations must be an integer >= 1, got 0"),
+        (dict(growth=float("inf")), "growth must be a finite number >= 1"),
+        (dict(split="nestd"), "unknown split 'nestd'"),
+        (dict(batch_size=0), "batch_size must be an integer >= 1"),
+        (dict(levles=2), "unknown strategy option.*'levles'"),
+    ],
+)
+def test_bad_options_fail_when_the_strategy_is_built(options, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        build_strategy("full-multiscale", **options)
+
+
+def test_single_is_mge_with_no_levels_and_progressive_resizing_is_fms_without_mge() -> None:
+    single = build_strategy("single", loaded_batch_size=8)
+    assert isinstance(single, MGEStrategy) and single.config.levels == 0 and single.name == "single"
+    fms = build_strategy("full-multiscale", levels=2, iterations=70, loaded_batch_size=16)
+    progressive = build_strategy("progressive-resizing", levels=2, iterations=70, loaded_batch_size=16)
+    assert type(progressive) is type(fms) and progressive.schedule.mge_levels == 0
     assert [s.iterations for s in progressive.schedule.stages] == [s.iterations for s in fms.schedule.stages]
     for step in (0, 39, 40, 59, 60, 69):
         assert progressive.plan(step).level == fms.plan(step).level
         assert progressive.plan(step).batch_sizes == (16,)
     assert progressive.describe()["strategy"] == "progressive-resizing"
-    with pytest.raises(ValueError, match="mge_levels=0"):
-        ProgressiveResizingStrategy(fms.schedule)

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from mge_plugins import CostMeter, pixel_fraction, step_flops, step_work_units
+from mge_plugins import CostMeter
+from mge_plugins.cost import pixel_fraction, step_flops, step_work_units
 
 
 def test_work_units() -> None:

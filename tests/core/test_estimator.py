@@ -3,17 +3,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mge_plugins import (
-    CoupledRandomness,
-    MGEConfig,
-    count_flops,
-    measure_level_flops,
-    mge_backward,
-    restrict,
-    restricted_randn,
-    split_batch,
-)
+from mge_plugins import CoupledRandomness, MGEConfig, mge_backward, restrict, restricted_randn, split_batch
 from mge_plugins.benchmark import SavedTensorMeter
+from mge_plugins.cost import count_flops, measure_level_flops
 
 from .nets import denoise_level_loss, flat_grad, small_net
 
@@ -100,7 +92,7 @@ def test_stats_and_work_units() -> None:
     model = small_net(2)
     x = torch.rand(32, 1, 32, 32)
     level_loss = denoise_level_loss(model)
-    batches = split_batch((x + 0.1, x), MGEConfig(levels=2, batch_size=2).sizes)
+    batches = split_batch((x + 0.1, x), MGEConfig(levels=2, batch_size=2).batch_sizes)
     stats = mge_backward(level_loss, batches)
     assert stats.batch_sizes == (2, 8, 32)
     # 2 * (1 + 1/4) + 8 * (1/4 + 1/16) + 32 / 16

@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mge_plugins import RESTRICTION_METHODS, Restrict, check_level_sizes, level_shape, restrict
+from mge_plugins import Restrict, check_level_sizes, restrict
+from mge_plugins.restriction import RESTRICTION_METHODS, level_shape
 
 SHAPES = {2: (2, 3, 32, 32), 3: (2, 2, 16, 16, 16)}
 

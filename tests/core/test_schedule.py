@@ -5,7 +5,8 @@ import itertools
 import pytest
 import torch
 
-from mge_plugins import FullMultiscaleSchedule, halving_split
+from mge_plugins import FullMultiscaleSchedule
+from mge_plugins.schedule import halving_split
 
 
 def test_paper_default_stages() -> None:

@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from mge_plugins import CostMeter, MGEConfig, build_strategy, mge_step, restrict, restrict_batch
+from mge_plugins import CostMeter, MGEConfig, build_strategy, mge_step, restrict
+from mge_plugins.step import restrict_batch
 
 from .nets import small_net
 
@@ -106,11 +107,21 @@ def test_restrict_batch_leaves_non_images_alone() -> None:
     assert out["image"].shape == (2, 1, 4, 4) and out["label"] is batch["label"] and out["mask"] is batch["mask"]
 
 
-def test_batch_too_small_for_the_plan() -> None:
+def test_a_short_batch_caps_every_term_at_its_size() -> None:
     model = small_net(2)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    with pytest.raises(ValueError, match="load batches of 32"):
-        mge_step(model, opt, nn.MSELoss(), make_data(16), MGEConfig(levels=2, batch_size=2))
+    stats = mge_step(model, opt, nn.MSELoss(), make_data(16), MGEConfig(levels=2, batch_size=2))
+    assert stats.batch_sizes == (2, 8, 16)
+    with pytest.raises(ValueError, match="disjoint split into 3 terms needs at least 3 samples, but the batch has 2"):
+        mge_step(model, opt, nn.MSELoss(), make_data(2), MGEConfig(levels=2, batch_size=2), split="disjoint")
+
+
+def test_integer_images_are_refused_not_passed_through_at_full_size() -> None:
+    model = small_net(2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    images = (torch.rand(8, 1, 16, 16) * 255).to(torch.uint8)
+    with pytest.raises(ValueError, match=r"torch.uint8 images .*images.float\(\) / 255"):
+        mge_step(model, opt, nn.MSELoss(), (images, images), MGEConfig(levels=1, batch_size=2))
 
 
 def test_importing_the_core_imports_no_host_framework() -> None:

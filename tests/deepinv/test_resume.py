@@ -9,7 +9,7 @@ import torch
 
 pytest.importorskip("deepinv")
 
-from mge_plugins import halving_split
+from mge_plugins.schedule import halving_split
 
 from ..killing import finish, kill_after_checkpoint, run_child, start_child
 

@@ -95,9 +95,9 @@ def test_full_multiscale_stages_follow_the_global_iteration() -> None:
     train(trainer)
     # 28 iterations split 16/8/4 over levels 2, 1, 0.
     assert levels == [2] * 16 + [1] * 8 + [0] * 4
-    assert trainer.strategy_plan.plan(0).batch_sizes == (16,)
-    assert trainer.strategy_plan.plan(20).batch_sizes == (8, 16)
-    assert trainer.strategy_plan.plan(27).batch_sizes == (4, 8, 16)
+    assert trainer.built_strategy.plan(0).batch_sizes == (16,)
+    assert trainer.built_strategy.plan(20).batch_sizes == (8, 16)
+    assert trainer.built_strategy.plan(27).batch_sizes == (4, 8, 16)
 
 
 def test_per_sample_blur_from_a_generator() -> None:
@@ -202,7 +202,7 @@ def test_checkpoint_holds_strategy_and_cost_and_resume_continues(tmp_path) -> No
     )  # fmt: skip
     train(resumed)
     assert resumed.cost.steps == 16  # 8 restored + 8 more (epochs 2 and 3)
-    assert resumed.strategy_plan.plan(8).level == 0
+    assert resumed.built_strategy.plan(8).level == 0
 
 
 def test_too_few_iterations_for_the_stages_names_the_settings() -> None:

@@ -66,7 +66,8 @@ def counting_hook(counts: list[int]):
 
 def run_plain(out: Path) -> dict[str, Any]:
     """A hand-written loop with ``mge_step`` on a DDP model."""
-    from mge_plugins import CostMeter, mge_step, set_loader_epoch, strategy_for_loader
+    from mge_plugins import CostMeter, build_strategy, mge_step
+    from mge_plugins.distributed import set_loader_epoch
 
     ddp = nn.parallel.DistributedDataParallel(small_net())
     counts: list[int] = []
@@ -74,7 +75,7 @@ def run_plain(out: Path) -> dict[str, Any]:
     optimizer = optimizer_for(ddp)
     loader = DataLoader(pairs(), batch_size=RANK_BATCH, sampler=DistributedSampler(pairs(), shuffle=True, seed=SEED))
     iterations = EPOCHS * len(loader)
-    strategy = strategy_for_loader("full-multiscale", RANK_BATCH, levels=LEVELS, iterations=iterations)
+    strategy = build_strategy("full-multiscale", loaded_batch_size=RANK_BATCH, levels=LEVELS, iterations=iterations)
     meter = CostMeter(baseline_batch_size=RANK_BATCH)
     step = 0
     for epoch in range(EPOCHS):
@@ -83,7 +84,7 @@ def run_plain(out: Path) -> dict[str, Any]:
             counts.append(0)
             mge_step(ddp, optimizer, nn.MSELoss(), (noisy, clean), strategy.plan(step), meter=meter, step=step)
             step += 1
-    from mge_plugins import check_ranks_agree
+    from mge_plugins.distributed import check_ranks_agree
 
     try:  # a disagreement must be caught on every rank
         check_ranks_agree(step=dist.get_rank())

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
-from mge_plugins import CostMeter, mge_step, strategy_for_loader
+from mge_plugins import CostMeter, build_strategy, mge_step
 
 from . import ddp_worker as w
 
@@ -49,7 +49,7 @@ def run_hosts(hosts: str, out: Path) -> dict[str, dict[str, Any]]:
 
 def global_orders(epochs: list[int], interleave: bool = True) -> list[list[int]]:
     """Per step, the indices of the one-process batch equivalent to the ranks' shards."""
-    strategy = strategy_for_loader("full-multiscale", w.RANK_BATCH, levels=w.LEVELS, iterations=6)
+    strategy = build_strategy("full-multiscale", loaded_batch_size=w.RANK_BATCH, levels=w.LEVELS, iterations=6)
     bounds = sorted({n for step in range(6) for n in strategy.plan(step).batch_sizes})
     steps: list[list[int]] = []
     for epoch in epochs:
@@ -75,7 +75,7 @@ def plain_reference(interleave: bool = True) -> tuple[dict[str, torch.Tensor], d
     data = w.pairs()
     model = w.small_net()
     optimizer = w.optimizer_for(model)
-    strategy = strategy_for_loader("full-multiscale", w.RANK_BATCH, levels=w.LEVELS, iterations=6)
+    strategy = build_strategy("full-multiscale", loaded_batch_size=w.RANK_BATCH, levels=w.LEVELS, iterations=6)
     meter = CostMeter(baseline_batch_size=WORLD * w.RANK_BATCH, world_size=1)
     for step, order in enumerate(global_orders(list(range(w.EPOCHS)), interleave)):
         plan = strategy.plan(step)
@@ -117,7 +117,7 @@ def test_ddp_example_runs_under_torchrun(tmp_path: Path) -> None:
     checkpoint = torch.load(tmp_path / "checkpoint.pt")
     # The meter holds the work of both ranks: twice what one rank's plans cost.
     meter = CostMeter(baseline_batch_size=16, world_size=2)
-    strategy = strategy_for_loader("full-multiscale", 16, levels=2, iterations=6)
+    strategy = build_strategy("full-multiscale", loaded_batch_size=16, levels=2, iterations=6)
     for step in range(6):
         meter.add(strategy.plan(step).batch_sizes, strategy.plan(step).level)
     assert checkpoint["step"] == 6 and checkpoint["cost"]["work_units"] == meter.work_units
@@ -192,7 +192,7 @@ def test_host_ddp_examples_run_under_torchrun(host: str, tmp_path: Path) -> None
     assert sum(line.startswith("ranks 2: ") for line in result.stdout.splitlines()) == 1  # rank 0 only
     # 7 steps of 8 crops per rank (56 of the 112 each), 3 stages; the meter counts both ranks.
     meter = CostMeter(baseline_batch_size=8, world_size=2)
-    strategy = strategy_for_loader("full-multiscale", 8, levels=2, iterations=7)
+    strategy = build_strategy("full-multiscale", loaded_batch_size=8, levels=2, iterations=7)
     for step in range(7):
         meter.add(strategy.plan(step).batch_sizes, strategy.plan(step).level)
     assert f"'steps': 7, 'work_units': {meter.work_units}" in result.stdout

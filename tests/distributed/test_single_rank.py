@@ -11,14 +11,12 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
-from mge_plugins import (
-    CostMeter,
+from mge_plugins import CostMeter, build_strategy, mge_step
+from mge_plugins.distributed import (
     check_ranks_agree,
     ddp_no_sync,
     is_main_process,
-    mge_step,
     set_loader_epoch,
-    strategy_for_loader,
     unwrap_model,
     world_size,
 )
@@ -88,7 +86,7 @@ def test_mge_step_on_ddp_reduces_once_per_step_and_matches_the_plain_step(group)
     ddp, counts = counted(w.small_net())
     plain = w.small_net()
     noisy, clean = (torch.stack(t) for t in zip(*w.pairs()[:16], strict=True))
-    strategy = strategy_for_loader("full-multiscale", 16, levels=2, iterations=6)
+    strategy = build_strategy("full-multiscale", loaded_batch_size=16, levels=2, iterations=6)
     optimizers = w.optimizer_for(ddp), w.optimizer_for(plain)
     assert ddp_no_sync(ddp) is not None and unwrap_model(ddp) is ddp.module
     for step in range(6):

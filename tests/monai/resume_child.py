@@ -19,7 +19,7 @@ from monai.data import DataLoader, Dataset
 from monai.handlers import CheckpointLoader
 from monai.networks.nets import UNet
 
-from mge_plugins import RandomState
+from mge_plugins.checkpoint import RandomState
 
 EPOCHS = 6
 

@@ -11,7 +11,7 @@ import torch
 pytest.importorskip("monai")
 pytest.importorskip("ignite")
 
-from mge_plugins import halving_split
+from mge_plugins.schedule import halving_split
 
 from ..killing import finish, kill_after_checkpoint, run_child, start_child
 
@@ -53,7 +53,7 @@ def test_bf16_autocast_on_cpu_runs_the_network_in_bf16_and_the_loss_in_float32()
     clean = torch.rand(16, 1, 4, 4).repeat_interleave(8, 2).repeat_interleave(8, 3)
     network = UNet(spatial_dims=2, in_channels=1, out_channels=1, channels=(8, 16), strides=(2,), num_res_units=1)
     dtypes: list[torch.dtype] = []
-    network.register_forward_hook(lambda module, args, out: out.requires_grad and dtypes.append(out.dtype))
+    network.register_forward_hook(lambda module, args, out: dtypes.append(out.dtype) if out.requires_grad else None)
     losses: list[torch.dtype] = []
 
     def loss_function(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -11,14 +11,14 @@ pytest.importorskip("ignite")
 from mge_monai import MultiscaleBatchSampler, MultiscaleSupervisedTrainer  # noqa: E402
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler  # noqa: E402
 
-from mge_plugins import strategy_for_loader  # noqa: E402
+from mge_plugins import build_strategy  # noqa: E402
 
 from .test_engines import network, samples  # noqa: E402
 
 
 def fms():
     """Full-Multiscale over 14 steps: terms (1) x 8 steps, (1, 4) x 4, (1, 4, 16) x 2."""
-    return strategy_for_loader("full-multiscale", 16, levels=2, iterations=14, mge_batch_size=1, growth=4)
+    return build_strategy("full-multiscale", loaded_batch_size=16, levels=2, iterations=14, batch_size=1, growth=4)
 
 
 def test_batches_follow_the_plan_of_each_iteration() -> None:
@@ -27,7 +27,9 @@ def test_batches_follow_the_plan_of_each_iteration() -> None:
     batches = list(sampler)
     assert [len(b) for b in batches] == [1] * 8 + [4] * 4 + [16] * 4
     assert batches[8] == [8, 9, 10, 11] and sampler.iteration == 16
-    disjoint = MultiscaleBatchSampler(SequentialSampler(range(100)), strategy_for_loader("mge", 16), split="disjoint")
+    disjoint = MultiscaleBatchSampler(
+        SequentialSampler(range(100)), build_strategy("mge", loaded_batch_size=16), split="disjoint"
+    )
     assert [len(b) for b in disjoint] == [28, 28, 28]
 
 
@@ -46,7 +48,7 @@ def test_workers_load_exactly_what_the_main_process_decided() -> None:
 def test_distributed_sampler_ranks_are_disjoint_and_epochs_reshuffle() -> None:
     data = list(range(64))
     ranks = [DistributedSampler(data, num_replicas=2, rank=r, shuffle=True, seed=3) for r in (0, 1)]
-    batchers = [MultiscaleBatchSampler(s, strategy_for_loader("mge", 8, levels=1)) for s in ranks]
+    batchers = [MultiscaleBatchSampler(s, build_strategy("mge", loaded_batch_size=8, levels=1)) for s in ranks]
     first = [[i for b in batcher for i in b] for batcher in batchers]
     assert not set(first[0]) & set(first[1]) and len(first[0]) == 32
     for batcher in batchers:

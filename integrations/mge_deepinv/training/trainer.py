@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import time
-import warnings
 from collections.abc import Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,32 +11,14 @@ from typing import Any
 import torch
 from deepinv import Trainer
 from deepinv.datasets.base import batch_as_dict
-from torch import nn
+from deepinv.utils import AverageMeter
 
-from mge_plugins import (
-    CostMeter,
-    CoupledRandomness,
-    NonFiniteError,
-    NonFinitePolicy,
-    Strategy,
-    atomic_write,
-    check_batch_rank,
-    check_dataset_length,
-    check_network,
-    check_ranks_agree,
-    ddp_no_sync,
-    halving_split,
-    is_main_process,
-    loader_generators,
-    measure_level_flops,
-    mge_backward,
-    plan_fingerprint,
-    rng_state,
-    set_loader_epoch,
-    set_rng_state,
-    split_batch,
-    strategy_for_loader,
-)
+from mge_plugins import CostMeter, Strategy, build_strategy
+from mge_plugins.checkpoint import atomic_write, loader_generators, rng_state, set_rng_state
+from mge_plugins.checks import check_batch_rank, check_dataset_length, warn_batchnorm
+from mge_plugins.distributed import is_main_process, set_loader_epoch
+from mge_plugins.host_step import MultiscaleStep, host_options, validate_host_options
+from mge_plugins.schedule import halving_split
 
 from .levels import LevelPoser, check_losses, level_losses, slice_physics
 
@@ -62,11 +42,10 @@ class MultiscaleTrainer(Trainer):
     bounds the largest term. Unless ``mge_batch_size``, ``growth`` or ``batch_sizes`` say
     otherwise, the finest term keeps ``B // 4`` samples and the sizes grow geometrically to ``B`` at
     the coarsest level (``B = 16``, 2 levels: 4, 8, 16); the coarsest Full-Multiscale stage trains
-    on the whole batch. (On 2x super-resolution, terms 1, 4, 16 lost 3.8 dB against single-scale
-    where 4, 8, 16 lost 0.4 dB, at 9.4x and 5.8x fewer FLOPs: `mge-train sr --growth 4` vs `mge-train sr`.)
+    on the whole batch. A short last batch (``drop_last=False``) caps every term at its size.
 
-    :param str strategy: ``"full-multiscale"`` (default), ``"mge"``, ``"single"``, or a registered
-        strategy name.
+    :param str, mge_plugins.Strategy strategy: ``"full-multiscale"`` (default), ``"mge"``, ``"single"``,
+        ``"progressive-resizing"``, a registered strategy name, or a built :class:`mge_plugins.Strategy`.
     :param int levels: number of coarser levels (``"mge"``) or stages minus one
         (``"full-multiscale"``).
     :param int, None mge_batch_size: finest-term batch size; ``None`` derives it from the loader.
@@ -91,7 +70,7 @@ class MultiscaleTrainer(Trainer):
         in :attr:`skipped_steps`). With ``mixed_precision``, gradients are left to the ``GradScaler``.
     """
 
-    strategy: str = "full-multiscale"
+    strategy: str | Strategy = "full-multiscale"
     levels: int = 2
     mge_batch_size: int | None = None
     growth: float | None = None
@@ -106,13 +85,12 @@ class MultiscaleTrainer(Trainer):
     nonfinite: str = "raise"
 
     def __post_init__(self) -> None:
+        validate_host_options(self)
         super().__post_init__()
-        self.nonfinite_policy = NonFinitePolicy(self.nonfinite)
         self.poser = LevelPoser(self.coarse_mode, self.coarse_noise, self.restriction)
-        self.strategy_plan: Strategy | None = None
+        self.multiscale: MultiscaleStep | None = None
         self.cost = CostMeter()
         self._train_ite = 0
-        self._sizes_checked = False
         self._posed_term0: tuple | None = None
         self.train_seconds = 0.0
         self._in_train_step = False
@@ -136,23 +114,23 @@ class MultiscaleTrainer(Trainer):
         self._next_epoch = self.epoch_start if train else None
         if not train:
             return
-        if self.strategy != "single":
+        if not hasattr(self, "check_grad_val"):  # deepinv creates it only with check_grad=True
+            self.check_grad_val = AverageMeter("Gradient norm", ":.2e")
+        strategy = self._build_strategy()
+        if strategy.name != "single":
             check_losses(self.losses)
-            batchnorms = [
-                type(m).__name__ for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
-            ]
-            if batchnorms:
-                warnings.warn(
-                    f"the model has {len(batchnorms)} BatchNorm layers ({batchnorms[0]}): batch statistics differ "
-                    "between levels and batches, which breaks the coupling of MGE terms. Use a network without "
-                    "BatchNorm (deepinv.models.UNet(batch_norm=False)) or with instance/group normalisation.",
-                    stacklevel=2,
-                )
-        if self.strategy != "single":
+            warn_batchnorm(self.model, "deepinv.models.UNet(batch_norm=False)")
             self._check_dataset()
-        self.strategy_plan = self._build_strategy()
         self.cost = CostMeter(
             spatial_dims=self._spatial_dims(), baseline_batch_size=self._loader_batch_size(), flops_per_sample=None
+        )
+        self.multiscale = MultiscaleStep(
+            strategy,
+            self.cost,
+            split=self.split,
+            nonfinite=self.nonfinite,
+            size_multiple=self.size_multiple,
+            spatial_dims=self._spatial_dims(),
         )
         checkpoint_state = getattr(self, "_resumed_multiscale_state", None)
         if checkpoint_state is not None:
@@ -168,7 +146,12 @@ class MultiscaleTrainer(Trainer):
     @property
     def skipped_steps(self) -> int:
         """Training steps skipped because of a non-finite loss or gradient (``nonfinite="skip"``)."""
-        return self.nonfinite_policy.skipped
+        return 0 if self.multiscale is None else self.multiscale.policy.skipped
+
+    @property
+    def built_strategy(self) -> Strategy | None:
+        """The strategy built for this run by :meth:`setup_train` (``None`` before)."""
+        return None if self.multiscale is None else self.multiscale.strategy
 
     def _check_dataset(self) -> None:
         """Sample rank and dataset length, from the dataset itself before any batch is loaded."""
@@ -209,7 +192,7 @@ class MultiscaleTrainer(Trainer):
 
     def _build_strategy(self) -> Strategy:
         iterations = self.iterations if self.iterations is not None else self._total_iterations()
-        if self.strategy == "full-multiscale" and isinstance(iterations, int):
+        if self.strategy in ("full-multiscale", "progressive-resizing") and isinstance(iterations, int):
             try:
                 halving_split(iterations, self.levels + 1)
             except ValueError as error:
@@ -217,19 +200,10 @@ class MultiscaleTrainer(Trainer):
                     f"full-multiscale with levels={self.levels} has {self.levels + 1} stages, but this run has only "
                     f"{iterations} iterations (epochs x batches per epoch): {error}"
                 ) from error
-        return strategy_for_loader(
-            self.strategy,
-            self._loader_batch_size(),
-            levels=self.levels,
-            mge_batch_size=self.mge_batch_size,
-            growth=self.growth,
-            batch_sizes=self.batch_sizes,
-            restriction=self.restriction,
-            spatial_dims=self._spatial_dims(),
-            iterations=iterations,
-            mge_levels=self.mge_levels,
-            split=self.split,
+        options = host_options(
+            self, loaded_batch_size=self._loader_batch_size(), spatial_dims=self._spatial_dims(), iterations=iterations
         )
+        return build_strategy(self.strategy, **options)
 
     # --- training step -------------------------------------------------------------------
 
@@ -277,56 +251,38 @@ class MultiscaleTrainer(Trainer):
         """MGE backward over the per-term batches of the current plan (deepinv's loss otherwise)."""
         if not train:
             return super().compute_loss(physics, x, y, train=train, epoch=epoch, step=step)
-        assert self.strategy_plan is not None
-        plan = self.strategy_plan.plan(self._train_ite)
-        no_sync = ddp_no_sync(self.model)
-        if no_sync is not None:  # ranks must run the same step, hence the same stage and plan
-            check_ranks_agree(step=self._train_ite, plan=plan_fingerprint(plan))
-        loaded = (x if x is not None else y).shape[0]
+        assert self.multiscale is not None
+        fine = x if x is not None else y
+        loaded = fine.shape[0]
         params = getattr(self, "_current_params", {}) or {}
         mode = self.poser.mode_for(physics, has_x=x is not None, online=self.online_measurements)
         generators = [g for g in (getattr(getattr(physics, "noise_model", None), "rng", None),) if g is not None]
-        if not self._sizes_checked:  # leaves every random stream as it was, so a resumed run draws alike
-            rng = CoupledRandomness(generators)
-            rng.capture()
-            self._check_sizes(x, y, slice_physics(physics, params, slice(0, 1), loaded), mode)
-            rng.replay()
-        if self.cost.flops_per_sample is None:
-            # Measure per-level FLOPs on one sample, leaving every random stream as it was.
-            rng = CoupledRandomness(generators)
-            rng.capture()
-            probe = self._level_loss(physics, x, y, params, mode, epoch, first=None)
-            with nullcontext() if no_sync is None else no_sync():  # no DDP reduction for the probe
-                self.cost.flops_per_sample = measure_level_flops(
-                    probe, torch.arange(1), self.strategy_plan.coarsest_level, self.model.parameters()
-                )
-            rng.replay()
-        if self.strategy == "single":
-            result = super().compute_loss(physics, x, y, train=train, epoch=epoch, step=step)
-            self.cost.add(plan.batch_sizes, plan.level)
-            return result
-
+        if not self.multiscale.checked:
+            check_batch_rank(fine, what="the training batches")
+        plan = self.multiscale.plan(self._train_ite, loaded)
         logs: dict[str, float] = {}
         if step:
             self.optimizer.zero_grad(set_to_none=True)
-        terms = split_batch(torch.arange(loaded), plan.batch_sizes, self.split)  # contiguous index runs
-        level_loss = self._level_loss(physics, x, y, params, mode, epoch, first=(terms[0], plan.level))
-        try:
-            stats = mge_backward(
-                level_loss,
-                terms,
-                backward=lambda term: self.scaler.scale(term).backward(),
-                no_sync=no_sync,
-                base_level=plan.level,
-                coupling=CoupledRandomness(generators),
-                spatial_dims=self.cost.spatial_dims,
-                parameters=None if self.scaler.is_enabled() else self.model,
-            )
-        except NonFiniteError as error:
-            self.optimizer.zero_grad(set_to_none=True)
-            self.nonfinite_policy.handle(error)  # raises in "raise" mode
+        outcome = self.multiscale.run(
+            self._train_ite,
+            loaded,
+            self._level_loss(physics, x, y, params, mode, epoch, plan.level),
+            model=self.model,
+            input_shape=(y if y is not None else x).shape,
+            backward=lambda term: self.scaler.scale(term).backward(),
+            check_gradients=not self.scaler.is_enabled(),
+            generators=generators,
+            native=lambda: super(MultiscaleTrainer, self).compute_loss(
+                physics, x, y, train=train, epoch=epoch, step=step
+            ),
+            zero_grad=lambda: self.optimizer.zero_grad(set_to_none=True),
+        )
+        if outcome.native is not None:
+            return outcome.native
+        if outcome.skipped:
             return self._skip_step(plan, logs)
-        self.cost.add(plan.batch_sizes, plan.level)
+        stats = outcome.stats
+        assert stats is not None
         self.logs_total_loss_train.update(stats.fine_loss)
         logs["TotalLoss"] = self.logs_total_loss_train.avg
         logs["level"] = plan.level
@@ -339,6 +295,8 @@ class MultiscaleTrainer(Trainer):
         defer_clip = self.scaler.is_enabled() and self.optimizer_step_multi_dataset and not step
         if not defer_clip:
             norm = self.check_clip_grad()
+            if norm is None and self.multiscale.policy.consecutive:  # a non-finite norm was skipped
+                return self._skip_step(plan, logs)
             if norm is not None:
                 logs["gradient_norm"] = self.check_grad_val.avg
         if step:
@@ -347,6 +305,26 @@ class MultiscaleTrainer(Trainer):
         loss = torch.tensor(stats.fine_loss, device=self.device)
         assert self._posed_term0 is not None
         return loss, self._posed_term0[3], logs
+
+    def check_clip_grad(self):
+        """Deepinv's clipping and gradient-norm check, made safe.
+
+        ``grad_clip`` works without ``check_grad=True`` (deepinv 0.5.0 then reads a meter that
+        does not exist), and a non-finite total norm, which ``clip_grad_norm_`` turns into zero or
+        NaN gradients without a word, goes to the ``nonfinite`` policy as a non-finite gradient.
+        """
+        if self.grad_clip is None or self.multiscale is None:
+            return super().check_clip_grad()
+        self.scaler.unscale_(self.optimizer)
+        norm = self.multiscale.clip(
+            self.model.parameters(),
+            self.grad_clip,
+            scaling=self.scaler.is_enabled(),
+            zero_grad=lambda: self.optimizer.zero_grad(set_to_none=True),
+        )
+        if norm is not None:
+            self.check_grad_val.update(norm)
+        return norm
 
     def _skip_step(self, plan, logs: dict[str, float]):
         """Leave the weights and the optimizer as they are; deepinv's ``step()`` still runs its tail.
@@ -360,18 +338,17 @@ class MultiscaleTrainer(Trainer):
                     p.grad = torch.zeros_like(p)
         self.optimizer.step = _no_optimizer_step
         self.scaler.scale(torch.zeros((), device=self.device))  # an enabled scaler may not have scaled a term yet
-        self.cost.add(plan.batch_sizes, plan.level)
         logs["level"] = plan.level
         logs["skipped_steps"] = self.skipped_steps
         assert self._posed_term0 is not None
         return torch.tensor(float("nan"), device=self.device), self._posed_term0[3], logs
 
-    def _level_loss(self, physics, x, y, params, mode: str, epoch, first: tuple | None):
+    def _level_loss(self, physics, x, y, params, mode: str, epoch, base_level: int):
         """``level_loss(indices, level)`` for this loaded batch; stashes term 0 for metrics and plots."""
         loaded = (x if x is not None else y).shape[0]
 
-        def level_loss(term: torch.Tensor, level: int) -> torch.Tensor:
-            start, stop = int(term[0]), int(term[-1]) + 1
+        def level_loss(indices: slice, level: int) -> torch.Tensor:
+            start, stop = indices.start, indices.stop
             physics_t = slice_physics(physics, params, slice(start, stop), loaded)
             x_t = x[start:stop] if x is not None else None
             posed = self.poser.pose(x_t, y[start:stop] if y is not None else None, physics_t, level, mode)
@@ -387,7 +364,7 @@ class MultiscaleTrainer(Trainer):
                             x=posed.x, x_net=x_net, y=posed.y, physics=posed.physics, model=self.model, epoch=epoch
                         ).mean()
                     )
-            if first is not None and term is first[0] and level == first[1]:
+            if start == 0 and level == base_level:  # the last such call of a step is term 0's pass
                 self._posed_term0 = (posed.x, posed.y, posed.physics, x_net.detach())
             return total
 
@@ -413,35 +390,25 @@ class MultiscaleTrainer(Trainer):
             params = data.get("params", {})
         physics.update(**params)
         self._current_params = params
-        if self.strategy != "single" and self.poser.mode_for(physics, has_x=True, online=True) == "physics":
+        single = self.multiscale is not None and self.multiscale.native_single
+        if not single and self.poser.mode_for(physics, has_x=True, online=True) == "physics":
             return x, None, physics
         return x, physics(x, **params), physics
 
     def compute_metrics(self, x, x_net, y, physics, logs, train: bool = True, epoch: int | None = None):
         """Training metrics of an MGE step are measured on term 0's batch at the step's level."""
-        if train and self.strategy != "single" and self._posed_term0 is not None:
+        if train and self._multiscale_training() and self._posed_term0 is not None:
             x, y, physics, x_net = self._posed_term0
         return super().compute_metrics(x, x_net, y, physics, logs, train=train, epoch=epoch)
 
     def plot(self, epoch, physics, x, y, x_net, train: bool = True) -> None:
         """Training plots of an MGE step show term 0's batch at the step's level."""
-        if train and self.strategy != "single" and self._posed_term0 is not None:
+        if train and self._multiscale_training() and self._posed_term0 is not None:
             x, y, physics, _ = self._posed_term0
         super().plot(epoch, physics, x, y, x_net, train=train)
 
-    def _check_sizes(self, x: torch.Tensor | None, y: torch.Tensor | None, physics, mode: str) -> None:
-        """Fail before training if an image size or the network cannot reach the coarsest level."""
-        assert self.strategy_plan is not None
-        coarsest = self.strategy_plan.coarsest_level
-        fine = x if x is not None else y
-        check_batch_rank(fine, what="the training batches")
-        self.strategy_plan.check_image_size(fine.shape[2:], multiple=self.size_multiple or 1)
-        if coarsest > 0 and self.size_multiple is None:
-            posed = self.poser.pose(
-                x[:1] if x is not None else None, y[:1] if y is not None else None, physics, coarsest, mode
-            )
-            check_network(lambda probe: self.model(probe, posed.physics), self.model, posed.y, coarsest, fine.shape[2:])
-        self._sizes_checked = True
+    def _multiscale_training(self) -> bool:
+        return self.multiscale is not None and not self.multiscale.native_single
 
     # --- checkpoints ------------------------------------------------------------------------
 
@@ -470,9 +437,9 @@ class MultiscaleTrainer(Trainer):
         if not is_main_process():  # only rank 0 writes
             return
         state = dict(state or {})
-        if self.strategy_plan is not None:
+        if self.multiscale is not None:
             state["multiscale"] = {
-                "strategy": self.strategy_plan.describe(),
+                "strategy": self.multiscale.strategy.describe(),
                 "cost": self.cost.state_dict(),
                 "train_ite": self._train_ite,
                 "train_seconds": self.train_seconds,

@@ -2,37 +2,18 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from contextlib import nullcontext
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import torch
 from monai.utils import IgniteInfo, min_version, optional_import
 from monai.utils.enums import CommonKeys as Keys
-from torch.nn.modules.batchnorm import _BatchNorm
 
-from mge_plugins import (
-    CostMeter,
-    CoupledRandomness,
-    NonFiniteError,
-    NonFinitePolicy,
-    Strategy,
-    check_batch_rank,
-    check_dataset_length,
-    check_network,
-    check_ranks_agree,
-    ddp_no_sync,
-    measure_level_flops,
-    mge_backward,
-    plan_fingerprint,
-    restrict,
-    restricted_randn,
-    slice_batch,
-    split_batch,
-    strategy_for_loader,
-)
+from mge_plugins import CostMeter, Strategy, build_strategy, restrict, restricted_randn
+from mge_plugins.batching import slice_batch
+from mge_plugins.checks import check_batch_rank, check_dataset_length, warn_batchnorm
+from mge_plugins.host_step import MultiscaleStep, host_options, validate_host_options
 
 from ..transforms.level import pyramid_key
 
@@ -65,8 +46,8 @@ class MultiscaleIteration:
     travel in ``engine.state.mge_cost``.
 
     Args:
-        strategy: ``"full-multiscale"``, ``"mge"``, ``"single"``, a registered name, or a built
-            :class:`~mge_plugins.Strategy` (e.g. the one given to a
+        strategy: ``"full-multiscale"``, ``"mge"``, ``"single"``, ``"progressive-resizing"``, a
+            registered name, or a built :class:`~mge_plugins.Strategy` (e.g. the one given to a
             :class:`~mge_monai.MultiscaleBatchSampler`, whose batches then fit every step).
         levels: coarser levels (``"mge"``) or stages minus one (``"full-multiscale"``).
         mge_batch_size: finest-term batch; ``None`` keeps a quarter of the loaded batch and
@@ -112,11 +93,11 @@ class MultiscaleIteration:
         label_key: str = "label",
         nonfinite: str = "raise",
     ) -> None:
-        self.nonfinite_policy = NonFinitePolicy(nonfinite)
+        self.strategy = strategy
+        self.nonfinite = nonfinite
         self.noise_sigma = noise_sigma
         self.keep_noise_std = keep_noise_std
         self.label_key = label_key
-        self.strategy_name = strategy if isinstance(strategy, str) else strategy.name
         self.levels = levels
         self.mge_batch_size = mge_batch_size
         self.growth = growth
@@ -126,27 +107,32 @@ class MultiscaleIteration:
         self.mge_levels = mge_levels
         self.split = split
         self.size_multiple = size_multiple
-        self.strategy: Strategy | None = None if isinstance(strategy, str) else strategy
+        validate_host_options(self)
+        self.multiscale: MultiscaleStep | None = None
         self.cost = CostMeter()
-        self._cost_ready = False
-        self._checked = False
+
+    @property
+    def strategy_name(self) -> str:
+        """The strategy's registry name."""
+        return self.strategy if isinstance(self.strategy, str) else self.strategy.name
+
+    @property
+    def built_strategy(self) -> Strategy | None:
+        """The strategy built for this run at the first iteration (``None`` before)."""
+        return None if self.multiscale is None else self.multiscale.strategy
 
     @property
     def skipped_steps(self) -> int:
         """Iterations skipped because of a non-finite loss or gradient (``nonfinite="skip"``)."""
-        return self.nonfinite_policy.skipped
+        return 0 if self.multiscale is None else self.multiscale.policy.skipped
 
     # --- setup --------------------------------------------------------------------------------
 
     def attach(self, engine: Engine) -> None:
         """Register the cost counters in the engine's checkpointed state; warn about BatchNorm."""
-        batchnorms = [type(m).__name__ for m in engine.network.modules() if isinstance(m, _BatchNorm)]
-        if batchnorms and self.strategy_name != "single":
-            warnings.warn(
-                f"the network has {len(batchnorms)} BatchNorm layers ({batchnorms[0]}): batch statistics differ "
-                "between levels and batches, which breaks the coupling of MGE terms. Use norm='instance' or "
-                "norm='group' in MONAI networks (e.g. UNet(..., norm='instance')).",
-                stacklevel=2,
+        if self.strategy_name != "single":
+            warn_batchnorm(
+                engine.network, "norm='instance' or norm='group' in MONAI networks, e.g. UNet(..., norm='instance')"
             )
         for key, default in ((STATE_KEY, None), (SKIPPED_KEY, 0)):
             if key not in engine._state_dict_user_keys:
@@ -172,28 +158,32 @@ class MultiscaleIteration:
         if need:  # a batch sampler sizes its own batches (MultiscaleBatchSampler checks them)
             check_dataset_length(length, need)
 
-    def _build(self, engine: Engine, loaded: int, spatial_dims: int) -> Strategy:
+    def _build(self, engine: Engine, inputs: torch.Tensor) -> MultiscaleStep:
+        """The run's step, at the first iteration: the loaded batch and the engine's length are known."""
         iterations = self.iterations
         if iterations is None:
             iterations = engine.state.max_epochs * engine.state.epoch_length
-        return strategy_for_loader(
-            self.strategy_name,
-            loaded,
-            levels=self.levels,
-            mge_batch_size=self.mge_batch_size,
-            growth=self.growth,
-            batch_sizes=self.batch_sizes,
-            restriction=self.restriction,
-            spatial_dims=spatial_dims,
-            iterations=iterations,
-            mge_levels=self.mge_levels,
+        loaded, dims = inputs.shape[0], inputs.dim() - 2
+        options = host_options(self, loaded_batch_size=loaded, spatial_dims=dims, iterations=iterations)
+        strategy = build_strategy(self.strategy, **options)
+        baseline = loaded if strategy.name == "single" else max(strategy.max_batch_sizes)
+        self.cost = CostMeter(dims, baseline_batch_size=baseline)
+        saved = getattr(engine.state, STATE_KEY, None)
+        if saved:
+            self.cost.load_state_dict(saved)
+        step = MultiscaleStep(
+            strategy,
+            self.cost,
             split=self.split,
+            nonfinite=self.nonfinite,
+            size_multiple=self.size_multiple,
+            spatial_dims=dims,
         )
+        step.policy.skipped = int(getattr(engine.state, SKIPPED_KEY, 0) or 0)
+        return step
 
-    def _check(self, engine: Engine, inputs: torch.Tensor, args: tuple, kwargs: dict) -> None:
-        assert self.strategy is not None
-        coarsest = self.strategy.coarsest_level
-        self.strategy.check_image_size(inputs.shape[2:], multiple=self.size_multiple or 1)
+    def _check_window(self, engine: Engine, inputs: torch.Tensor, coarsest: int) -> None:
+        """An SSIM-like loss window larger than the coarsest level fails before training."""
         loss = engine.loss_function
         window = getattr(loss, "kernel_size", None) or getattr(loss, "win_size", None)
         if window is not None:
@@ -204,16 +194,6 @@ class MultiscaleIteration:
                     f"{type(loss).__name__} uses a window of {window} px but level {coarsest} has sides of {smallest} "
                     f"px; use win_size <= {smallest}, fewer levels, or a loss without a window (MSE/L1)"
                 )
-        if coarsest > 0 and self.size_multiple is None:
-            probe = restrict(inputs[:1], coarsest, self.restriction)
-            check_network(
-                lambda t: engine.inferer(t, engine.network, *args, **kwargs),
-                engine.network,
-                probe,
-                coarsest,
-                inputs.shape[2:],
-            )
-        self._checked = True
 
     # --- the iteration ------------------------------------------------------------------------
 
@@ -224,29 +204,23 @@ class MultiscaleIteration:
         batch = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs)
         inputs, targets = batch[0], batch[1]
         args, kwargs = (batch[2], batch[3]) if len(batch) == 4 else ((), {})
-        if not self._checked and self.strategy_name != "single":
-            check_batch_rank(inputs, what="the training images")
-        if self.strategy is None:
-            self.strategy = self._build(engine, inputs.shape[0], inputs.dim() - 2)
-        if not self._cost_ready:
-            saved = getattr(engine.state, STATE_KEY, None)
-            baseline = inputs.shape[0] if self.strategy_name == "single" else max(self.strategy.max_batch_sizes)
-            self.cost = CostMeter(inputs.dim() - 2, baseline_batch_size=baseline)
-            if saved:
-                self.cost.load_state_dict(saved)
-            self.nonfinite_policy.skipped = int(getattr(engine.state, SKIPPED_KEY, 0) or 0)
-            self._cost_ready = True
-        plan = self.strategy.plan(engine.state.iteration - 1)
+        if self.multiscale is None:
+            if self.strategy_name != "single":
+                check_batch_rank(inputs, what="the training images")
+            self.multiscale = self._build(engine, inputs)
+            if not self.multiscale.native_single:
+                self._check_window(engine, inputs, self.multiscale.strategy.coarsest_level)
+        step = engine.state.iteration - 1
+        plan = self.multiscale.plan(step, inputs.shape[0])
         first: dict[str, torch.Tensor] = {}
         autocast = engine.amp and engine.scaler is not None
 
-        def level_loss(term: torch.Tensor, level: int) -> torch.Tensor:
-            start, stop = int(term[0]), int(term[-1]) + 1
-            y = self._clean(batchdata, targets, start, stop, level)
+        def level_loss(indices: slice, level: int) -> torch.Tensor:
+            y = self._clean(batchdata, targets, indices.start, indices.stop, level)
             if self.noise_sigma is None:
-                x = restrict(inputs[start:stop], level, self.restriction)
+                x = restrict(inputs[indices], level, self.restriction)
             else:
-                fine_shape = targets[start:stop].shape
+                fine_shape = targets[indices].shape
                 noise = restricted_randn(
                     fine_shape, level, keep_std=self.keep_noise_std, dtype=y.dtype, device=y.device
                 )
@@ -255,50 +229,31 @@ class MultiscaleIteration:
                 pred = engine.inferer(x, engine.network, *args, **kwargs)
             # The loss (and so each MGE difference) is taken in >= float32, whatever autocast returned.
             loss = engine.loss_function(pred.to(torch.promote_types(pred.dtype, torch.float32)), y).mean()
-            if start == 0 and level == plan.level and not first:
+            if indices.start == 0 and level == plan.level:  # the last such call of a step is term 0's pass
                 first.update({Keys.IMAGE: x, Keys.LABEL: y, Keys.PRED: pred.detach()})
             return loss
 
-        if not self._checked and self.strategy_name != "single":
-            self._check(engine, inputs, args, kwargs)
-        no_sync = ddp_no_sync(engine.network)
-        if self.cost.flops_per_sample is None:
-            rng = CoupledRandomness()  # measure on one sample, leaving the random streams as they were
-            rng.capture()
-            with nullcontext() if no_sync is None else no_sync():  # no DDP reduction for the probe
-                self.cost.flops_per_sample = measure_level_flops(
-                    level_loss, torch.arange(1), self.strategy.coarsest_level, engine.network.parameters()
-                )
-            rng.replay()
-            first.clear()
-        if no_sync is not None:  # ranks must run the same step, hence the same stage and plan
-            check_ranks_agree(step=engine.state.iteration - 1, plan=plan_fingerprint(plan))
-        if self.strategy_name == "single":
-            output = engine._iteration(engine, batchdata)
-            self._account(engine, plan)
-            return output
-
-        loaded = inputs.shape[0]
-        if self.split == "nested" and max(plan.batch_sizes) > loaded:  # a short last batch: cap each term
-            plan = replace(plan, batch_sizes=tuple(min(n, loaded) for n in plan.batch_sizes))
         engine.network.train()
-        engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
-        terms = split_batch(torch.arange(loaded), plan.batch_sizes, self.split)
-        backward = (lambda t: engine.scaler.scale(t).backward()) if autocast else None
-        try:
-            stats = mge_backward(
-                level_loss,
-                terms,
-                backward=backward,
-                no_sync=no_sync,
-                base_level=plan.level,
-                spatial_dims=inputs.dim() - 2,
-                parameters=None if autocast else engine.network,
-            )
-        except NonFiniteError as error:
-            engine.optimizer.zero_grad(set_to_none=True)
-            self.nonfinite_policy.handle(error)  # raises in "raise" mode
+        if not self.multiscale.native_single:
+            engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
+        outcome = self.multiscale.run(
+            step,
+            inputs.shape[0],
+            level_loss,
+            model=engine.network,
+            input_shape=inputs.shape,
+            backward=(lambda t: engine.scaler.scale(t).backward()) if autocast else None,
+            check_gradients=not autocast,
+            native=lambda: engine._iteration(engine, batchdata),
+            zero_grad=lambda: engine.optimizer.zero_grad(set_to_none=True),
+        )
+        if outcome.native is not None:
+            self._account(engine)
+            return outcome.native
+        if outcome.skipped:
             return self._skipped(engine, plan, first, inputs.device)
+        stats = outcome.stats
+        assert stats is not None
         engine.state.output = dict(first)
         engine.state.output[Keys.LOSS] = torch.tensor(stats.fine_loss, device=inputs.device)
         engine.fire_event(IterationEvents.FORWARD_COMPLETED)
@@ -309,7 +264,7 @@ class MultiscaleIteration:
             engine.scaler.update()
         else:
             engine.optimizer.step()
-        self._account(engine, plan)
+        self._account(engine)
         engine.state.output["mge_level"] = plan.level
         engine.state.output["mge_stage"] = -1 if plan.stage is None else plan.stage
         for k, value in enumerate(stats.term_values):
@@ -323,11 +278,11 @@ class MultiscaleIteration:
         """The output of a skipped iteration: no optimizer step, a NaN loss, the count in the state."""
         engine.state.output = dict(first)
         engine.state.output[Keys.LOSS] = torch.tensor(float("nan"), device=device)
-        self._account(engine, plan)
-        setattr(engine.state, SKIPPED_KEY, self.nonfinite_policy.skipped)
+        self._account(engine)
+        setattr(engine.state, SKIPPED_KEY, self.skipped_steps)
         engine.state.output["mge_level"] = plan.level
         engine.state.output["mge_stage"] = -1 if plan.stage is None else plan.stage
-        engine.state.output["mge_skipped_steps"] = self.nonfinite_policy.skipped
+        engine.state.output["mge_skipped_steps"] = self.skipped_steps
         return engine.state.output
 
     def _clean(self, batchdata: Any, targets: torch.Tensor, start: int, stop: int, level: int) -> torch.Tensor:
@@ -338,8 +293,7 @@ class MultiscaleIteration:
             return torch.as_tensor(cached).to(device=targets.device, dtype=targets.dtype)
         return restrict(targets[start:stop], level, self.restriction)
 
-    def _account(self, engine: Engine, plan) -> None:
-        self.cost.add(plan.batch_sizes, plan.level)
+    def _account(self, engine: Engine) -> None:
         setattr(engine.state, STATE_KEY, self.cost.state_dict())
         if isinstance(engine.state.output, dict):
             engine.state.output["mge_work_saving"] = self.cost.saving

@@ -27,8 +27,9 @@ class MultiscaleSupervisedTrainer(SupervisedTrainer):
         "trainer": {"_target_": "mge_monai.MultiscaleSupervisedTrainer", "strategy": "mge", ...}
 
     Args:
-        strategy: ``"full-multiscale"`` (default), ``"mge"``, ``"single"``, or a built strategy
-            (the one given to a :class:`~mge_monai.MultiscaleBatchSampler`).
+        strategy: ``"full-multiscale"`` (default), ``"mge"``, ``"single"``,
+            ``"progressive-resizing"``, a registered name, or a built strategy (the one given to a
+            :class:`~mge_monai.MultiscaleBatchSampler`).
         levels: coarser levels (``"mge"``) or stages minus one (``"full-multiscale"``).
         mge_batch_size: finest-term batch size (default: a quarter of the loaded batch).
         growth: batch growth per coarser level.
@@ -40,6 +41,7 @@ class MultiscaleSupervisedTrainer(SupervisedTrainer):
         size_multiple: divisor the network needs on every level (else a dry forward pass checks).
         noise_sigma: build each level's input from the clean label plus coupled Gaussian noise.
         keep_noise_std: keep the per-pixel noise std on coarse levels (with ``noise_sigma``).
+        label_key: key of the clean image in the batch, for a cached :class:`~mge_monai.LevelPyramidd`.
         nonfinite: ``"raise"`` (default) or ``"skip"`` steps with a NaN/inf loss or gradient
             (see :class:`~mge_monai.MultiscaleIteration`); skips are counted in
             :attr:`skipped_steps` and ``engine.state.mge_skipped_steps``.
@@ -61,6 +63,7 @@ class MultiscaleSupervisedTrainer(SupervisedTrainer):
         size_multiple: int | None = None,
         noise_sigma: float | None = None,
         keep_noise_std: bool = True,
+        label_key: str = "label",
         nonfinite: str = "raise",
         **kwargs: Any,
     ) -> None:
@@ -84,6 +87,7 @@ class MultiscaleSupervisedTrainer(SupervisedTrainer):
             size_multiple=size_multiple,
             noise_sigma=noise_sigma,
             keep_noise_std=keep_noise_std,
+            label_key=label_key,
             nonfinite=nonfinite,
         )
         kwargs["iteration_update"] = self.multiscale

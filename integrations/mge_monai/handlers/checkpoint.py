@@ -16,7 +16,7 @@ from typing import Any
 
 from monai.handlers import CheckpointSaver
 
-from mge_plugins import atomic_save
+from mge_plugins.checkpoint import atomic_save
 
 __all__ = ["AtomicCheckpointSaver", "make_atomic"]
 

@@ -1,0 +1,326 @@
+"""The host-independent part of one multiscale training step, shared by every entry point.
+
+:func:`~mge_plugins.mge_step`, ``mge_deepinv.MultiscaleTrainer.compute_loss`` and
+``mge_monai.MultiscaleIteration`` are thin shells around :class:`MultiscaleStep`: a host loads
+one batch, says how a run of its samples is posed at a level (``level_loss(indices, level)``,
+with ``indices`` a :class:`slice` of the loaded batch), zeroes the gradients, calls
+:meth:`MultiscaleStep.run`, and takes its optimizer step unless the step was skipped. The core
+does the rest, the same way for every host:
+
+- the plan of the global step, fitted to the loaded batch (:func:`~mge_plugins.batching.fit_sizes`
+  is the one rule for a short last batch);
+- agreement of the ranks on the step and the plan under ``DistributedDataParallel``;
+- on the first step, the image sizes against the coarsest level and a dry run of the network
+  there, which leaves weights, buffers and random streams as they were;
+- the per-level FLOP probe, on one sample, with the random streams captured and replayed;
+- the per-term index ranges and :func:`~mge_plugins.mge_backward`;
+- the non-finite policy, and the cost record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+from torch import nn
+
+from .batching import fit_sizes, term_slices
+from .checks import check_network
+from .cost import CostMeter, StepCost, measure_level_flops, step_work_units
+from .coupling import CoupledRandomness
+from .distributed import check_ranks_agree, ddp_no_sync, plan_fingerprint
+from .estimator import MGEStepStats, mge_backward
+from .nonfinite import NonFiniteError, NonFinitePolicy
+from .strategies import StepPlan, Strategy, StrategyOptions, get_strategy
+
+__all__ = ["HOST_OPTIONS", "MultiscaleStep", "StepOutcome", "host_options", "validate_host_options"]
+
+IndexLoss = Callable[[slice, int], torch.Tensor]
+"""``level_loss(indices, level) -> scalar``: mean loss of the loaded samples ``indices`` posed at ``level``."""
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    """What :meth:`MultiscaleStep.run` did.
+
+    Attributes:
+        plan: the step's plan, fitted to the loaded batch.
+        stats: the estimator's statistics (NaN values for a skipped step), or ``None`` when the
+            host's own single-scale step ran.
+        native: what the host's own step returned (``strategy="single"``), else ``None``.
+        skipped: the step was skipped by the non-finite policy: the gradients are cleared and
+            the host must not take an optimizer step.
+    """
+
+    plan: StepPlan
+    stats: MGEStepStats | None = None
+    native: Any = None
+    skipped: bool = False
+
+
+class MultiscaleStep:
+    """One strategy's training steps, for any host.
+
+    Args:
+        strategy: the built strategy (see :func:`~mge_plugins.build_strategy`).
+        meter: the run's cost record; its ``flops_per_sample`` is measured on the first step
+            when it is ``None``.
+        split: ``"nested"`` or ``"disjoint"`` per-term batches.
+        nonfinite: ``"raise"``, ``"skip"`` or a :class:`~mge_plugins.NonFinitePolicy`.
+        size_multiple: divisor the network needs at every level; ``None`` dry-runs the network at
+            the coarsest level on the first step instead.
+        spatial_dims: 2 or 3.
+
+    Example:
+        >>> from mge_plugins import build_strategy, restrict
+        >>> model = torch.nn.Conv2d(1, 1, 3, padding=1)
+        >>> x = torch.randn(8, 1, 16, 16)
+        >>> strategy = build_strategy("mge", levels=1, loaded_batch_size=8)
+        >>> step = MultiscaleStep(strategy, CostMeter(baseline_batch_size=8))
+        >>> def level_loss(indices, level):
+        ...     xk = restrict(x[indices], level)
+        ...     return (model(xk) - xk).pow(2).mean()
+        >>> step.run(0, 8, level_loss, model=model).plan.batch_sizes
+        (2, 8)
+    """
+
+    def __init__(
+        self,
+        strategy: Strategy,
+        meter: CostMeter,
+        *,
+        split: str = "nested",
+        nonfinite: str | NonFinitePolicy = "raise",
+        size_multiple: int | None = None,
+        spatial_dims: int = 2,
+    ) -> None:
+        self.strategy = strategy
+        self.meter = meter
+        self.split = split
+        self.policy = NonFinitePolicy.of(nonfinite)
+        self.size_multiple = size_multiple
+        self.spatial_dims = spatial_dims
+        self.checked = False
+
+    @property
+    def native_single(self) -> bool:
+        """Whether the host's own step stands in for the estimator (``strategy="single"``)."""
+        return self.strategy.name == "single"
+
+    def plan(self, step: int, loaded: int) -> StepPlan:
+        """The plan of global step ``step`` for a loaded batch of ``loaded`` samples."""
+        plan = self.strategy.plan(step)
+        sizes = fit_sizes(plan.batch_sizes, loaded, self.split)
+        return plan if sizes == plan.batch_sizes else replace(plan, batch_sizes=sizes)
+
+    def check(
+        self,
+        level_loss: IndexLoss,
+        model: nn.Module,
+        input_shape: Sequence[int],
+        generators: Sequence[torch.Generator] = (),
+    ) -> None:
+        """Image sizes against the coarsest level and a dry run there (once; :meth:`run` calls it).
+
+        Args:
+            level_loss: the host's level loss.
+            model: the network.
+            input_shape: the fine network input's shape ``(B, C, *spatial)``.
+            generators: the host's own generators, replayed after the dry run.
+        """
+        self.checked = True
+        if self.native_single:
+            return
+        coarsest = self.strategy.coarsest_level
+        self.strategy.check_image_size(tuple(input_shape[2:]), multiple=self.size_multiple or 1)
+        if coarsest > 0 and self.size_multiple is None:
+            check_network(
+                lambda: level_loss(slice(0, 1), coarsest),
+                model,
+                level=coarsest,
+                input_shape=input_shape,
+                generators=generators,
+            )
+
+    def run(
+        self,
+        step: int,
+        loaded: int,
+        level_loss: IndexLoss,
+        *,
+        model: nn.Module,
+        input_shape: Sequence[int] | None = None,
+        backward: Callable[[torch.Tensor], None] | None = None,
+        check_gradients: bool = True,
+        generators: Iterable[torch.Generator] = (),
+        couple: bool = True,
+        native: Callable[[], Any] | None = None,
+        zero_grad: Callable[[], None] | None = None,
+    ) -> StepOutcome:
+        """Accumulate one step's gradient into ``model`` (no optimizer step is taken here).
+
+        Args:
+            step: the global step (0-based), which drives the strategy.
+            loaded: samples in the loaded batch.
+            level_loss: ``level_loss(indices, level)``, the mean loss of the loaded samples
+                ``indices`` (a :class:`slice`) posed at ``level``; the same call must define
+                level ``k`` in every term.
+            model: the network (a ``DistributedDataParallel`` wrapper included).
+            input_shape: the fine network input's shape, for the first step's checks.
+            backward: called on each signed level loss instead of ``loss.backward()`` (AMP).
+            check_gradients: check the accumulated gradients for NaN/inf; turn it off when a
+                ``GradScaler`` scales the terms (it checks them itself).
+            generators: the host's own generators (noise models, physics generators), replayed
+                for the second half of every difference term and after the probes.
+            couple: replay the random streams for the second half of every difference term
+                (``False`` only for measuring what the coupling is worth).
+            native: the host's own single-scale step, run instead of the estimator when the
+                strategy is ``"single"`` (so that strategy reproduces the host bit for bit).
+            zero_grad: clears the gradients of a skipped step (default: the model's ``.grad``).
+
+        Returns:
+            A :class:`StepOutcome`.
+
+        Raises:
+            NonFiniteError: with ``nonfinite="raise"``, for a non-finite loss or gradient; the
+                gradients are cleared first.
+        """
+        owned = list(generators)
+        plan = self.plan(step, loaded)
+        no_sync = ddp_no_sync(model)
+        if no_sync is not None:  # ranks must run the same step, hence the same stage and plan
+            check_ranks_agree(step=step, plan=plan_fingerprint(plan))
+        if not self.checked and input_shape is not None:
+            self.check(level_loss, model, input_shape, owned)
+        if self.meter.flops_per_sample is None:
+            self._probe_flops(level_loss, model, no_sync, owned)
+        if native is not None and self.native_single:
+            result = native()
+            self.meter.add(plan.batch_sizes, plan.level)
+            return StepOutcome(plan, native=result)
+        try:
+            stats = mge_backward(
+                level_loss,
+                term_slices(plan.batch_sizes, self.split),
+                backward=backward,
+                no_sync=no_sync,
+                base_level=plan.level,
+                coupling=CoupledRandomness(owned) if couple else False,
+                spatial_dims=self.spatial_dims,
+                flops_per_sample=self.meter.flops_per_sample or None,
+                parameters=model if check_gradients else None,
+            )
+        except NonFiniteError as error:
+            (zero_grad or (lambda: model.zero_grad(set_to_none=True)))()
+            self.policy.handle(error)  # raises in "raise" mode
+            return self.skipped(plan)
+        self.policy.passed()
+        self.meter.add(plan.batch_sizes, plan.level)
+        return StepOutcome(plan, stats=stats)
+
+    def skipped(self, plan: StepPlan) -> StepOutcome:
+        """Record a skipped step (its cost counts: the work was done) and describe it."""
+        self.meter.add(plan.batch_sizes, plan.level)
+        work = step_work_units(plan.batch_sizes, base_level=plan.level, spatial_dims=self.spatial_dims)
+        nan = float("nan")
+        stats = MGEStepStats(
+            tuple(nan for _ in plan.batch_sizes), nan, plan.batch_sizes, plan.level, StepCost(work), skipped=True
+        )
+        return StepOutcome(plan, stats=stats, skipped=True)
+
+    def clip(
+        self,
+        parameters: Iterable[torch.Tensor],
+        max_norm: float,
+        *,
+        scaling: bool = False,
+        zero_grad: Callable[[], None],
+    ) -> float | None:
+        """Clip the total gradient norm once; a non-finite norm is a non-finite gradient.
+
+        ``clip_grad_norm_`` of an overflowing norm scales every gradient to zero (or NaN) and
+        returns normally, so the norm it returns is checked: without a scaler, a non-finite norm
+        clears the gradients and goes to the non-finite policy (with a ``GradScaler`` its own
+        check skips the step).
+
+        Returns:
+            The norm before clipping, or ``None`` when the step must be skipped.
+
+        Raises:
+            NonFiniteError: in ``"raise"`` mode, for a non-finite norm without a scaler.
+        """
+        norm = nn.utils.clip_grad_norm_(parameters, max_norm)
+        if scaling or bool(torch.isfinite(norm)):
+            return float(norm)
+        zero_grad()
+        self.policy.handle(NonFiniteError(0, (0,), "gradient", parameter="the total gradient norm before clipping"))
+        return None
+
+    def _probe_flops(
+        self,
+        level_loss: IndexLoss,
+        model: nn.Module,
+        no_sync: Callable[[], AbstractContextManager[Any]] | None,
+        generators: list[torch.Generator],
+    ) -> None:
+        """Per-level FLOPs on one sample, leaving every random stream as it was."""
+        rng = CoupledRandomness(generators)
+        rng.capture()
+        try:
+            with nullcontext() if no_sync is None else no_sync():  # no DDP reduction for the probe
+                self.meter.flops_per_sample = measure_level_flops(
+                    level_loss, slice(0, 1), self.strategy.coarsest_level, model.parameters()
+                )
+        finally:
+            rng.replay()
+
+
+HOST_OPTIONS: dict[str, str] = {
+    "levels": "levels",
+    "mge_batch_size": "batch_size",
+    "growth": "growth",
+    "batch_sizes": "batch_sizes",
+    "restriction": "restriction",
+    "iterations": "iterations",
+    "mge_levels": "mge_levels",
+    "split": "split",
+}
+"""The strategy options every host takes, by the host's attribute name, with their :class:`StrategyOptions` field."""
+
+
+def host_options(host: Any, **fixed: Any) -> dict[str, Any]:
+    """:class:`~mge_plugins.StrategyOptions` keywords from a host's attributes named as in :data:`HOST_OPTIONS`.
+
+    Args:
+        host: a trainer or iteration with those attributes (``iterations=None`` means the run's length).
+        fixed: what the host knows itself (``loaded_batch_size``, ``spatial_dims``, ``iterations``).
+    """
+    options = {spec: getattr(host, name) for name, spec in HOST_OPTIONS.items()}
+    if options["iterations"] is None:
+        del options["iterations"]
+    options.update(fixed)
+    return options
+
+
+def validate_host_options(host: Any) -> None:
+    """Check a host's ``strategy``, strategy options and ``nonfinite`` when it is constructed.
+
+    Typos then fail where they were written, not at the first iteration.
+
+    Raises:
+        ValueError: for an unknown strategy name or a bad option, naming it and the fix.
+        TypeError: for a ``strategy`` that is neither a name nor a :class:`~mge_plugins.Strategy`.
+    """
+    strategy = host.strategy
+    if isinstance(strategy, str):
+        get_strategy(strategy)
+    elif not isinstance(strategy, Strategy):
+        raise TypeError(
+            f"strategy must be a strategy name or a mge_plugins.Strategy, got {type(strategy).__name__}; "
+            "use e.g. strategy='full-multiscale'"
+        )
+    StrategyOptions(**host_options(host))
+    NonFinitePolicy.of(host.nonfinite)
