@@ -13,7 +13,7 @@ pytest.importorskip("deepinv")
 pytest.importorskip("monai")
 pytest.importorskip("ignite")
 
-from .hosts import HOSTS, NeedsEightPixels, clean_images, conv_net  # noqa: E402
+from .hosts import HOSTS, NeedsEightPixels, clean_images, conv_net
 
 hosts = pytest.mark.parametrize("host", list(HOSTS))
 
