@@ -18,27 +18,20 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+from plain_common import TEST_IMAGES, TRAIN_IMAGES, bundled_images, make_pose, residual_denoiser
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from mge_plugins import CostMeter, build_strategy, mge_step, restrict, restricted_randn
+from mge_plugins import CostMeter, build_strategy, mge_step
 from mge_plugins.cost import measure_level_flops
 from mge_plugins.distributed import is_main_process, rank, set_loader_epoch, world_size
-
-TRAIN_IMAGES = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "retina", "immunohistochemistry")
-TEST_IMAGES = ("camera", "moon")
 
 
 class Crops(Dataset):
     """``length`` fixed random crops of scikit-image's bundled photographs (grayscale, in [0, 1])."""
 
     def __init__(self, names: tuple[str, ...], size: int, length: int, seed: int) -> None:
-        import skimage.data
-
-        self.images = []
-        for name in names:
-            array = np.asarray(getattr(skimage.data, name)(), dtype=np.float32) / 255.0
-            self.images.append(torch.from_numpy(array.mean(-1) if array.ndim == 3 else array)[None])
+        self.images = bundled_images(names)
         self.size, self.length, self.seed = size, length, seed
 
     def __len__(self) -> int:
@@ -50,23 +43,6 @@ class Crops(Dataset):
         top = int(torch.randint(image.shape[1] - self.size + 1, (1,), generator=gen))
         left = int(torch.randint(image.shape[2] - self.size + 1, (1,), generator=gen))
         return image[:, top : top + self.size, left : left + self.size]
-
-
-def denoiser(width: int) -> nn.Module:
-    """A 5-layer residual CNN without normalisation layers."""
-
-    class Residual(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            layers: list[nn.Module] = [nn.Conv2d(1, width, 3, padding=1), nn.ReLU()]
-            for _ in range(3):
-                layers += [nn.Conv2d(width, width, 3, padding=1), nn.ReLU()]
-            self.body = nn.Sequential(*layers, nn.Conv2d(width, 1, 3, padding=1))
-
-        def forward(self, y: torch.Tensor) -> torch.Tensor:
-            return y - self.body(y)
-
-    return Residual()
 
 
 def main() -> None:
@@ -93,7 +69,7 @@ def main() -> None:
         torch.cuda.set_device(device)
 
     torch.manual_seed(0)  # the same initial weights everywhere (DDP also broadcasts rank 0's)
-    model = denoiser(args.width).to(device)
+    model = residual_denoiser(args.width).to(device)
     ddp = nn.parallel.DistributedDataParallel(model) if distributed else model
     optimizer = torch.optim.Adam(ddp.parameters(), lr=1e-3)
     strategy = build_strategy(
@@ -106,10 +82,7 @@ def main() -> None:
     loader = DataLoader(data, batch_size=args.batch, sampler=sampler, drop_last=True)
     torch.manual_seed(1 + rank())  # each rank draws its own noise
 
-    def pose(clean: torch.Tensor, level: int) -> tuple[torch.Tensor, torch.Tensor]:
-        target = restrict(clean, level)
-        noise = restricted_randn(clean.shape, level, keep_std=True, device=clean.device)
-        return target + args.sigma * noise, target
+    pose = make_pose(args.sigma)
 
     def level_loss(clean: torch.Tensor, level: int) -> torch.Tensor:
         noisy, target = pose(clean, level)

@@ -17,30 +17,16 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
+from plain_common import TEST_IMAGES, TRAIN_IMAGES, bundled_images, make_pose, residual_denoiser
 from torch import nn
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
-from mge_plugins import CostMeter, build_strategy, mge_step, required_batch_size, restrict, restricted_randn
+from mge_plugins import CostMeter, build_strategy, mge_step, required_batch_size
 from mge_plugins.cost import measure_level_flops
-
-TRAIN_IMAGES = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "retina", "immunohistochemistry")
-TEST_IMAGES = ("camera", "moon")
-
-
-def bundled_images(names: tuple[str, ...]) -> list[torch.Tensor]:
-    """Grayscale ``(1, H, W)`` float images in [0, 1] from scikit-image's bundled data."""
-    import skimage.data
-
-    images = []
-    for name in names:
-        array = np.asarray(getattr(skimage.data, name)(), dtype=np.float32) / 255.0
-        images.append(torch.from_numpy(array.mean(-1) if array.ndim == 3 else array)[None])
-    return images
 
 
 def folder_images(folder: Path) -> list[torch.Tensor]:
@@ -70,24 +56,6 @@ class RandomCrops:
         return crops
 
 
-def make_model(width: int, depth: int) -> nn.Module:
-    """A small residual DnCNN-style denoiser without normalisation layers."""
-    layers: list[nn.Module] = [nn.Conv2d(1, width, 3, padding=1), nn.ReLU()]
-    for _ in range(depth - 2):
-        layers += [nn.Conv2d(width, width, 3, padding=1), nn.ReLU()]
-    layers.append(nn.Conv2d(width, 1, 3, padding=1))
-
-    class Residual(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.body = nn.Sequential(*layers)
-
-        def forward(self, y: torch.Tensor) -> torch.Tensor:
-            return y - self.body(y)
-
-    return Residual()
-
-
 @torch.no_grad()
 def evaluate(model: nn.Module, clean: torch.Tensor, noisy: torch.Tensor) -> tuple[float, float]:
     """Fine-level PSNR and SSIM on the held-out crops."""
@@ -99,28 +67,11 @@ def evaluate(model: nn.Module, clean: torch.Tensor, noisy: torch.Tensor) -> tupl
     return psnr, ssim
 
 
-def make_pose(sigma: float, keep_std: bool):
-    """Pose clean crops at a level: restrict them, add noise drawn at the fine grid.
-
-    The noise is drawn at full resolution and restricted, so both halves of an MGE difference see
-    the same noise (the estimator replays the random stream). ``keep_std`` keeps the noise level
-    at ``sigma`` on every level, so coarse Full-Multiscale stages train the task the fine stage
-    needs; without it the restricted noise has std ``sigma / 2**level``.
-    """
-
-    def pose(clean: torch.Tensor, level: int) -> tuple[torch.Tensor, torch.Tensor]:
-        target = restrict(clean, level)
-        noise = restricted_randn(clean.shape, level, keep_std=keep_std, device=clean.device)
-        return target + sigma * noise, target
-
-    return pose
-
-
 def train(name: str, args: argparse.Namespace, train_crops: RandomCrops, test, log_rows: list) -> dict:
     """Train one strategy from the same initial weights; return its summary row."""
     torch.manual_seed(args.seed)
     device = torch.device(args.device)
-    model = make_model(args.width, args.depth).to(device)
+    model = residual_denoiser(args.width, args.depth).to(device)
     strategy = build_strategy(
         name,
         levels=args.levels,
