@@ -13,7 +13,7 @@ from mge_plugins import (
     restricted_randn,
     split_batch,
 )
-from mge_plugins.benchmark import SavedTensorMeter
+from mge_plugins.diagnostics import SavedTensorMeter
 
 from .nets import denoise_level_loss, flat_grad, small_net
 

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 import deepinv as dinv
 import numpy as np
 import torch
+from mge_deepinv.data import TEST_IMAGES, TRAIN_IMAGES, ImageCrops, bundled_images
+from mge_deepinv.tasks import TASKS
 
-from ..data import TEST_IMAGES, TRAIN_IMAGES, ImageCrops, bundled_images
-from ..tasks import TASKS
 from .settings import BenchSettings
 
 __all__ = ["TASKS_3D", "PhantomVolumes", "Problem", "make_problem"]
@@ -21,16 +21,20 @@ TASKS_3D: dict[str, str] = {"denoise3d": "3D Gaussian denoising (sigma 0.1) of M
 class PhantomVolumes(torch.utils.data.Dataset):
     """``length`` synthetic 3D phantoms (``monai.data.synthetic.create_test_image_3d``), sample ``i`` fixed.
 
-    :param int size: cube side.
-    :param int length: number of volumes.
-    :param int seed: seed of the phantoms.
+    Args:
+        size: cube side.
+        length: number of volumes.
+        seed: seed of the phantoms.
+
+    Raises:
+        ImportError: without MONAI, naming the extra to install.
     """
 
     def __init__(self, size: int, length: int, seed: int = 0) -> None:
         try:
             from monai.data.synthetic import create_test_image_3d
         except ImportError as error:  # pragma: no cover - exercised only without the extra
-            raise ImportError("the 3D task needs MONAI: pip install 'mge-plugins[monai]'") from error
+            raise ImportError("the 3D task needs MONAI: pip install 'mge-plugins[bench]'") from error
         self._create = create_test_image_3d
         self.size, self.length, self.seed = size, length, seed
 

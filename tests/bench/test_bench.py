@@ -6,12 +6,11 @@ import json
 
 import pytest
 import torch
-from mge_deepinv.bench import PRESETS, BenchSettings, main, plan_runs
-from mge_deepinv.bench.settings import STRATEGIES
+from mge_bench import PRESETS, STRATEGIES, BenchSettings, main, plan_runs, validate_report
 from mge_deepinv.data import ImageCrops, bundled_images
 
 from mge_plugins import step_flops, strategy_for_loader
-from mge_plugins.benchmark import run_cost, validate_report
+from mge_plugins.diagnostics import run_cost
 
 TINY = ["--size", "16", "--size3d", "16", "--steps", "8", "--evals", "2", "--budgets", "2", "--batch-size", "8",
         "--variance-draws", "2"]  # fmt: skip

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from mge_plugins import Strategy, measure_level_flops, step_flops, strategy_for_loader
-from mge_plugins.benchmark import cost_to_target, quality_at_budget, ratio, steps_within_budget
+from mge_plugins.diagnostics import cost_to_target, quality_at_budget, ratio, steps_within_budget
 
 from .checks import gradient_diagnostics, level_loss_for, memory_check, overhead_check, sample_batch
 from .problems import Problem, make_problem

@@ -9,6 +9,7 @@ from typing import Any
 
 import deepinv as dinv
 import torch
+from mge_deepinv.training import LevelPoser
 
 from mge_plugins import (
     MGEConfig,
@@ -20,9 +21,8 @@ from mge_plugins import (
     step_flops,
     step_work_units,
 )
-from mge_plugins.benchmark import estimator_variance, flat_gradient, level_difference_norms, peak_memory
+from mge_plugins.diagnostics import estimator_variance, flat_gradient, level_difference_norms, peak_memory
 
-from ..training.levels import LevelPoser
 from .problems import Problem
 from .settings import BenchSettings
 

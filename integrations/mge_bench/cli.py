@@ -19,13 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from mge_deepinv.tasks import TASKS
 from tqdm import tqdm
 
-from mge_plugins.benchmark import SCHEMA_VERSION, markdown_report, validate_report
-
-from ..tasks import TASKS
 from .plots import plot_task
 from .problems import TASKS_3D
+from .report import SCHEMA_VERSION, markdown_report, validate_report
 from .settings import PRESETS, STRATEGIES, BenchSettings
 from .suite import run_task
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import deepinv as dinv
 import torch
+from mge_deepinv.training import MultiscaleTrainer
 
-from ..training import MultiscaleTrainer
 from .problems import Problem
 from .settings import BenchSettings
 
