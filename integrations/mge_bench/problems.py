@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import deepinv as dinv
 import numpy as np
 import torch
-from mge_deepinv.data import TEST_IMAGES, TRAIN_IMAGES, ImageCrops, bundled_images
+from mge_deepinv.data import TRAIN_IMAGES, ImageCrops, bundled_images
+from mge_deepinv.evaluation import held_out_crops
 from mge_deepinv.tasks import TASKS
 
 from .settings import BenchSettings
@@ -86,12 +87,12 @@ def make_problem(name: str, settings: BenchSettings) -> Problem:
     device = settings.device
     if name in TASKS:
         dims, size = 2, settings.size
-        images, held_out = bundled_images(TRAIN_IMAGES), bundled_images(TEST_IMAGES)
+        images = bundled_images(TRAIN_IMAGES)
 
         def train_set(length: int, zoom: tuple[float, float] | None) -> torch.utils.data.Dataset:
             return ImageCrops(images, size, length, seed=settings.seed, zoom=zoom)
 
-        eval_set = ImageCrops(held_out, size, settings.eval_crops, seed=settings.seed + 2)
+        eval_clean = held_out_crops(size, settings.eval_crops, seed=settings.seed + 2)
 
         def make_physics() -> dinv.physics.Physics:
             return TASKS[name].physics(size, 1, device)
@@ -106,6 +107,7 @@ def make_problem(name: str, settings: BenchSettings) -> Problem:
             return PhantomVolumes(size, length, seed=settings.seed)
 
         eval_set = PhantomVolumes(size, settings.eval_crops, seed=settings.seed + 10_000)
+        eval_clean = torch.stack([eval_set[i] for i in range(len(eval_set))])
 
         def make_physics() -> dinv.physics.Physics:
             return dinv.physics.Denoising(dinv.physics.GaussianNoise(0.1), device=device)
@@ -123,5 +125,4 @@ def make_problem(name: str, settings: BenchSettings) -> Problem:
         )  # fmt: skip
         return dinv.models.ArtifactRemoval(backbone, mode="adjoint", device=device)
 
-    eval_clean = torch.stack([eval_set[i] for i in range(len(eval_set))]).to(device)
-    return Problem(name, description, dims, size, make_physics, make_model, train_set, eval_clean)
+    return Problem(name, description, dims, size, make_physics, make_model, train_set, eval_clean.to(device))

@@ -9,14 +9,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import deepinv as dinv
 import torch
+from mge_deepinv.evaluation import evaluate, quality_metrics
 from mge_deepinv.training import MultiscaleTrainer
 
 from .problems import Problem
 from .settings import BenchSettings
 
-__all__ = ["BenchTrainer", "ContinuingSampler", "RunResult", "evaluate", "train_run"]
+__all__ = ["RRC_ZOOM", "BenchTrainer", "ContinuingSampler", "RunResult", "train_run"]
 
 RRC_ZOOM = (1.0, 4.0)
 """Zoom range of the random-resized-crop baseline: crops 1 to 4 times the training size, resized down."""
@@ -39,23 +39,6 @@ class ContinuingSampler(torch.utils.data.Sampler[int]):
     def __iter__(self):
         start, self.offset = self.offset, self.offset + self.per_epoch
         return iter(range(start, start + self.per_epoch))
-
-
-@torch.no_grad()
-def evaluate(model: torch.nn.Module, physics: dinv.physics.Physics, clean: torch.Tensor, seed: int) -> dict[str, float]:
-    """PSNR and SSIM of ``model`` on ``clean`` with measurement noise drawn from ``seed`` (RNG left as it was)."""
-    devices = [clean.device] if clean.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        y = physics(clean)
-    was_training = model.training
-    model.eval()
-    x_net = model(y, physics)
-    model.train(was_training)
-    return {
-        "psnr": dinv.metric.PSNR()(x_net, clean).mean().item(),
-        "ssim": dinv.metric.SSIM()(x_net, clean).mean().item(),
-    }
 
 
 class BenchTrainer(MultiscaleTrainer):
@@ -173,7 +156,7 @@ def train_run(
         trainer = BenchTrainer(
             model=model, physics=physics, optimizer=torch.optim.Adam(model.parameters(), lr=settings.lr),
             train_dataloader=loader, eval_dataloader=eval_loader, epochs=evals, online_measurements=True,
-            metrics=[dinv.metric.PSNR(), dinv.metric.SSIM()], save_path=None, device=settings.device,
+            metrics=quality_metrics(), save_path=None, device=settings.device,
             verbose=False, show_progress_bar=False, compute_train_metrics=False,
             strategy="single" if strategy == "single+rrc" else strategy, levels=settings.levels,
         )  # fmt: skip

@@ -7,13 +7,14 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from mge_deepinv.evaluation import evaluate
 
 from mge_plugins import Strategy, measure_level_flops, step_flops, strategy_for_loader
 from mge_plugins.diagnostics import cost_to_target, quality_at_budget, ratio, steps_within_budget
 
 from .checks import gradient_diagnostics, level_loss_for, memory_check, overhead_check, sample_batch
 from .problems import Problem, make_problem
-from .runs import RunResult, evaluate, train_run
+from .runs import RunResult, train_run
 from .settings import FRONTIER_STRATEGIES, BenchSettings
 
 __all__ = ["BUDGET_TOLERANCE", "TARGET_MARGIN_DB", "plan_runs", "run_task", "strategy_points"]
