@@ -20,6 +20,7 @@ from mge_plugins import available_strategies
 
 from .data import TEST_IMAGES, TRAIN_IMAGES, ImageCrops, bundled_images, folder_images
 from .evaluation import held_out_crops, quality_metrics, reconstruct, score
+from .plots import COST_AXES, plot_quality_against_cost, pyplot, save_figure, show_image
 from .tasks import TASKS, make_model
 from .training import MultiscaleTrainer
 
@@ -89,11 +90,7 @@ def _train_one(strategy: str, args: argparse.Namespace, train_set, eval_set, tes
 
 
 def _write_figure(task: str, results: dict[str, dict], test_clean: torch.Tensor, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     show = int(test_clean.flatten(1).std(dim=1).argmax())  # the test crop with the most structure
     first = next(iter(results.values()))
     images = [("measurement", first["y"][show])]
@@ -101,26 +98,16 @@ def _write_figure(task: str, results: dict[str, dict], test_clean: torch.Tensor,
     images += [("ground truth", test_clean[show])]
     fig = plt.figure(figsize=(3.2 * (2 + len(images)), 3.4))
     grid = fig.add_gridspec(1, 2 + len(images))
-    for column, key, label in ((0, "flops", "GFLOPs"), (1, "seconds", "training seconds")):
+    curves = {name: result["history"] for name, result in results.items()}
+    for column, axis in enumerate(COST_AXES):
         ax = fig.add_subplot(grid[0, column])
-        for name, result in results.items():
-            points = [(h[key] / (1e9 if key == "flops" else 1), h["PSNR"]) for h in result["history"] if "PSNR" in h]
-            ax.plot(*zip(*points), marker="o", label=name)
-        ax.set_xlabel(label)
-        ax.set_ylabel("eval PSNR (dB)")
-        ax.grid(alpha=0.3)
+        plot_quality_against_cost(ax, curves, axis, quality_key="PSNR", ylabel="eval PSNR (dB)")
         ax.legend()
     for offset, (title, image) in enumerate(images):
-        ax = fig.add_subplot(grid[0, 2 + offset])
         if image.shape[-1] != test_clean.shape[-1]:  # low-resolution measurement: show it at its size
             title += f" ({image.shape[-1]} px)"
-        ax.imshow(image.clamp(0, 1).permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray", vmin=0, vmax=1)
-        ax.set_title(title)
-        ax.axis("off")
-    fig.suptitle(f"mge-train {task}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+        show_image(fig.add_subplot(grid[0, 2 + offset]), image, title)
+    save_figure(fig, path, f"mge-train {task}")
 
 
 def run_task(args: argparse.Namespace) -> list[dict[str, Any]]:
