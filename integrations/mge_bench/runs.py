@@ -27,6 +27,9 @@ class ContinuingSampler(torch.utils.data.Sampler[int]):
 
     A run with evaluations between epochs then still sees every crop of its dataset once, in the same order
     for every strategy.
+
+    Args:
+        per_epoch: indices per epoch.
     """
 
     def __init__(self, per_epoch: int) -> None:
@@ -97,6 +100,7 @@ class RunResult:
         level_seconds: per level, training seconds.
         plan: the strategy as plain data.
         seconds_repeats: training seconds of each repeat.
+        model_state: the trained weights (for the diagnostics at the trained weights).
     """
 
     strategy: str

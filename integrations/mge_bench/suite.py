@@ -40,6 +40,15 @@ def plan_runs(
     Curve strategies (single-scale, MGE, random-resized crops) run once, planned for ``F``, and are read at every
     budget along their curve (constant learning rate). Full-Multiscale and progressive resizing split their steps
     over stages by the run's length, so they run once per budget. Random-resized crops are skipped in 3D.
+
+    Args:
+        settings: strategies, steps, budgets, evaluations, batch size and levels.
+        dims: spatial dimensions of the task (2 or 3).
+        flops_per_sample: FLOPs of one sample's forward and backward per level.
+
+    Returns:
+        ``(F, budgets, runs)``; each run is a dict with ``strategy``, ``steps``, ``evals`` and ``budget``
+        (``None`` for curve runs).
     """
 
     def step_cost(plan) -> float:
@@ -64,7 +73,12 @@ def plan_runs(
 
 
 def strategy_points(results: list[RunResult], initial: dict[str, float]) -> list[dict[str, float]]:
-    """Quality-against-cost points of a strategy: its curve, or the final points of its per-budget runs."""
+    """Quality-against-cost points of a strategy: its curve, or the final points of its per-budget runs.
+
+    Args:
+        results: the strategy's runs (one curve run, or one run per budget).
+        initial: the untrained network's quality, the first point of per-budget runs.
+    """
     if len(results) == 1 and results[0].budget is None:
         return results[0].points
     return [results[0].points[0] if results else {"step": 0, **initial}] + [r.final for r in results]
