@@ -14,12 +14,13 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import deepinv as dinv
 import torch
 
 from mge_plugins import available_strategies
 
 from .data import TEST_IMAGES, TRAIN_IMAGES, ImageCrops, bundled_images, folder_images
+from .evaluation import held_out_crops, quality_metrics, reconstruct, score
+from .plots import COST_AXES, plot_quality_against_cost, pyplot, save_figure, show_image
 from .tasks import TASKS, make_model
 from .training import MultiscaleTrainer
 
@@ -57,19 +58,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-@torch.no_grad()
-def _test(
-    model: torch.nn.Module, physics, clean: torch.Tensor, seed: int
-) -> tuple[float, float, torch.Tensor, torch.Tensor]:
-    torch.manual_seed(seed)
-    y = physics(clean)
-    model.eval()
-    x_net = model(y, physics)
-    psnr = dinv.metric.PSNR()(x_net, clean).mean().item()
-    ssim = dinv.metric.SSIM()(x_net, clean).mean().item()
-    return psnr, ssim, y, x_net
-
-
 def _train_one(strategy: str, args: argparse.Namespace, train_set, eval_set, test_clean, out: Path) -> dict[str, Any]:
     torch.manual_seed(args.seed)
     physics = TASKS[args.task].physics(args.size, args.channels, args.device)
@@ -85,7 +73,7 @@ def _train_one(strategy: str, args: argparse.Namespace, train_set, eval_set, tes
         trainer = MultiscaleTrainer(
             model=model, physics=physics, optimizer=optimizer, scheduler=scheduler, train_dataloader=loader,
             eval_dataloader=torch.utils.data.DataLoader(eval_set, batch_size=args.batch_size),
-            epochs=args.evals, online_measurements=True, metrics=[dinv.metric.PSNR(), dinv.metric.SSIM()],
+            epochs=args.evals, online_measurements=True, metrics=quality_metrics(),
             save_path=str(out / strategy), device=args.device, verbose=False, show_progress_bar=True,
             freq_update_progress_bar=10, compute_train_metrics=False,
             non_blocking_transfers=torch.device(args.device).type == "cuda",
@@ -94,18 +82,15 @@ def _train_one(strategy: str, args: argparse.Namespace, train_set, eval_set, tes
         )  # fmt: skip
         print(f"\n== {args.task}: {strategy} ==")
         trainer.train()
-    psnr, ssim, y, x_net = _test(model, physics, test_clean.to(args.device), seed=args.seed + 1)
-    row = {"strategy": strategy, "psnr": psnr, "ssim": ssim, "seconds": trainer.train_seconds}
+    clean = test_clean.to(args.device)
+    y, x_net = reconstruct(model, physics, clean, seed=args.seed + 1)
+    row = {"strategy": strategy, **score(x_net, clean), "seconds": trainer.train_seconds}
     row.update(trainer.cost.summary())
     return {"row": row, "history": trainer.history, "y": y.cpu(), "x_net": x_net.cpu()}
 
 
 def _write_figure(task: str, results: dict[str, dict], test_clean: torch.Tensor, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     show = int(test_clean.flatten(1).std(dim=1).argmax())  # the test crop with the most structure
     first = next(iter(results.values()))
     images = [("measurement", first["y"][show])]
@@ -113,26 +98,16 @@ def _write_figure(task: str, results: dict[str, dict], test_clean: torch.Tensor,
     images += [("ground truth", test_clean[show])]
     fig = plt.figure(figsize=(3.2 * (2 + len(images)), 3.4))
     grid = fig.add_gridspec(1, 2 + len(images))
-    for column, key, label in ((0, "flops", "GFLOPs"), (1, "seconds", "training seconds")):
+    curves = {name: result["history"] for name, result in results.items()}
+    for column, axis in enumerate(COST_AXES):
         ax = fig.add_subplot(grid[0, column])
-        for name, result in results.items():
-            points = [(h[key] / (1e9 if key == "flops" else 1), h["PSNR"]) for h in result["history"] if "PSNR" in h]
-            ax.plot(*zip(*points), marker="o", label=name)
-        ax.set_xlabel(label)
-        ax.set_ylabel("eval PSNR (dB)")
-        ax.grid(alpha=0.3)
+        plot_quality_against_cost(ax, curves, axis, quality_key="PSNR", ylabel="eval PSNR (dB)")
         ax.legend()
     for offset, (title, image) in enumerate(images):
-        ax = fig.add_subplot(grid[0, 2 + offset])
         if image.shape[-1] != test_clean.shape[-1]:  # low-resolution measurement: show it at its size
             title += f" ({image.shape[-1]} px)"
-        ax.imshow(image.clamp(0, 1).permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray", vmin=0, vmax=1)
-        ax.set_title(title)
-        ax.axis("off")
-    fig.suptitle(f"mge-train {task}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+        show_image(fig.add_subplot(grid[0, 2 + offset]), image, title)
+    save_figure(fig, path, f"mge-train {task}")
 
 
 def run_task(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -146,10 +121,8 @@ def run_task(args: argparse.Namespace) -> list[dict[str, Any]]:
     images = folder_images(args.data, args.channels) if args.data else bundled_images(TRAIN_IMAGES, args.channels)
     per_epoch = math.ceil(args.steps / args.evals) * args.batch_size
     train_set = ImageCrops(images, args.size, per_epoch, seed=args.seed)
-    held_out = bundled_images(TEST_IMAGES, args.channels)
-    eval_set = ImageCrops(held_out, args.size, 2 * args.batch_size, seed=1)
-    test_set = ImageCrops(held_out, args.size, 32, seed=2)
-    test_clean = torch.stack([test_set[i] for i in range(len(test_set))])
+    eval_set = ImageCrops(bundled_images(TEST_IMAGES, args.channels), args.size, 2 * args.batch_size, seed=1)
+    test_clean = held_out_crops(args.size, 32, seed=2, channels=args.channels)
 
     strategies = [args.strategy] + ([] if args.no_baseline or args.strategy == "single" else ["single"])
     results = {s: _train_one(s, args, train_set, eval_set, test_clean, out) for s in strategies}

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from mge_plugins import CoupledRandomness, MGEConfig, mge_backward, restrict, restricted_randn, split_batch
-from mge_plugins.benchmark import SavedTensorMeter
 from mge_plugins.cost import count_flops, measure_level_flops
+from mge_plugins.diagnostics import SavedTensorMeter
 
 from .nets import denoise_level_loss, flat_grad, small_net
 

@@ -19,25 +19,29 @@ FRONTIER_STRATEGIES: tuple[str, ...] = ("full-multiscale", "progressive-resizing
 class BenchSettings:
     """What ``mge-bench`` trains and measures.
 
-    :param tuple tasks: bundled 2D tasks (``denoise``, ``deblur``, ``inpaint``, ``sr``) and ``denoise3d``.
-    :param tuple strategies: a subset of :data:`STRATEGIES`, ``"single"`` included.
-    :param int size: crop side (3D: cube side), divisible by ``2**levels`` times the U-Net's 4.
-    :param int size3d: cube side of the 3D task.
-    :param int batch_size: loaded batch; MGE terms are cut from it (finest ``batch_size // 4``).
-    :param int steps: single-scale steps; their FLOPs are the full budget ``F``.
-    :param int budgets: budgets ``F / 2**j`` for ``j = budgets - 1, ..., 0``.
-    :param int evals: evaluations along the runs of curve strategies (a multiple of ``2**(budgets-1)``
-        puts points on every budget).
-    :param int levels: levels below the finest.
-    :param tuple[int, ...] unet_channels: channels per scale of the U-Net (3 scales).
-    :param float lr: Adam learning rate (constant, so a run's curve is its quality at every budget).
-    :param int eval_crops: held-out crops (one batch).
-    :param int repeats: timing repeats; wall-clock figures are medians over them.
-    :param int variance_draws: independent batches per gradient-variance estimate.
-    :param int norm_samples: samples for the per-level gradient-difference norms.
-    :param int overhead_steps: steps per timing block of the overhead check.
-    :param str device: torch device.
-    :param int seed: seed of data, initial weights and noise.
+    Attributes:
+        tasks: bundled 2D tasks (``denoise``, ``deblur``, ``inpaint``, ``sr``) and ``denoise3d``.
+        strategies: a subset of :data:`STRATEGIES`, ``"single"`` included.
+        size: crop side, divisible by ``2**levels`` times the U-Net's 4.
+        size3d: cube side of the 3D task, divisible likewise.
+        batch_size: loaded batch; MGE terms are cut from it (finest ``batch_size // 4``).
+        steps: single-scale steps; their FLOPs are the full budget ``F``.
+        budgets: budgets ``F / 2**j`` for ``j = budgets - 1, ..., 0``.
+        evals: evaluations along the runs of curve strategies (a multiple of ``2**(budgets-1)`` puts
+            points on every budget).
+        levels: levels below the finest.
+        unet_channels: channels per scale of the U-Net (3 scales).
+        lr: Adam learning rate (constant, so a run's curve is its quality at every budget).
+        eval_crops: held-out crops (one batch).
+        repeats: timing repeats; wall-clock figures are medians over them.
+        variance_draws: independent batches per gradient-variance estimate.
+        norm_samples: samples for the per-level gradient-difference norms.
+        overhead_steps: steps per timing block of the overhead check.
+        device: torch device.
+        seed: seed of data, initial weights and noise.
+
+    Raises:
+        ValueError: for settings that cannot be run, naming the fix.
     """
 
     tasks: tuple[str, ...] = ("denoise", "deblur", "inpaint", "sr")
@@ -80,7 +84,14 @@ class BenchSettings:
             raise ValueError(f"repeats must be >= 1, got {self.repeats}")
 
     def replace(self, **changes: Any) -> BenchSettings:
-        """A copy with ``changes``."""
+        """A copy with ``changes``.
+
+        Args:
+            **changes: fields and their new values.
+
+        Returns:
+            The new, validated settings.
+        """
         return replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:

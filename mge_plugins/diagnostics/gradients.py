@@ -21,7 +21,13 @@ __all__ = ["EstimatorVariance", "LevelNorms", "estimator_variance", "flat_gradie
 def flat_gradient(loss_backward: Callable[[], Any], params: Sequence[torch.nn.Parameter]) -> torch.Tensor:
     """Zero the gradients, run ``loss_backward()`` (which calls ``backward``), return them flattened.
 
-    Parameters without a gradient contribute zeros. The result is float64 and detached.
+    Args:
+        loss_backward: computes a loss and calls ``backward`` on it (or several, accumulating).
+        params: the parameters whose gradients are read; they are left without gradients.
+
+    Returns:
+        The gradients concatenated in ``params`` order, float64 and detached; parameters without a
+        gradient contribute zeros.
     """
     for p in params:
         p.grad = None
@@ -60,6 +66,17 @@ class EstimatorVariance:
 
 def estimator_variance(draw: Callable[[], torch.Tensor], draws: int, cost: float = 1.0) -> EstimatorVariance:
     """Variance of the estimator ``draw()`` (each call: a fresh random batch, a flat gradient).
+
+    Args:
+        draw: returns one draw of the estimator, e.g. :func:`flat_gradient` of a fresh batch.
+        draws: number of independent draws, at least 2.
+        cost: cost of one draw, recorded for :attr:`EstimatorVariance.variance_times_cost`.
+
+    Returns:
+        The variance, the norm of the mean, the number of draws and the cost.
+
+    Raises:
+        ValueError: for fewer than 2 draws.
 
     Example:
         >>> g = torch.Generator().manual_seed(0)
@@ -115,6 +132,12 @@ def level_difference_norms(
         levels: number of coarser levels ``K``; pairs ``(k, k+1)`` for ``k < K``.
         params: the parameters to differentiate.
         coupled: evaluate every level of a sample on the same random draws, as the MGE terms do.
+
+    Returns:
+        One :class:`LevelNorms` per level pair, finest first.
+
+    Raises:
+        ValueError: when ``samples`` is empty.
     """
     from ..coupling import CoupledRandomness
 

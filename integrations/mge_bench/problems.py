@@ -8,9 +8,10 @@ from dataclasses import dataclass
 import deepinv as dinv
 import numpy as np
 import torch
+from mge_deepinv.data import TRAIN_IMAGES, ImageCrops, bundled_images
+from mge_deepinv.evaluation import held_out_crops
+from mge_deepinv.tasks import TASKS
 
-from ..data import TEST_IMAGES, TRAIN_IMAGES, ImageCrops, bundled_images
-from ..tasks import TASKS
 from .settings import BenchSettings
 
 __all__ = ["TASKS_3D", "PhantomVolumes", "Problem", "make_problem"]
@@ -21,16 +22,20 @@ TASKS_3D: dict[str, str] = {"denoise3d": "3D Gaussian denoising (sigma 0.1) of M
 class PhantomVolumes(torch.utils.data.Dataset):
     """``length`` synthetic 3D phantoms (``monai.data.synthetic.create_test_image_3d``), sample ``i`` fixed.
 
-    :param int size: cube side.
-    :param int length: number of volumes.
-    :param int seed: seed of the phantoms.
+    Args:
+        size: cube side.
+        length: number of volumes.
+        seed: seed of the phantoms.
+
+    Raises:
+        ImportError: without MONAI, naming the extra to install.
     """
 
     def __init__(self, size: int, length: int, seed: int = 0) -> None:
         try:
             from monai.data.synthetic import create_test_image_3d
         except ImportError as error:  # pragma: no cover - exercised only without the extra
-            raise ImportError("the 3D task needs MONAI: pip install 'mge-plugins[monai]'") from error
+            raise ImportError("the 3D task needs MONAI: pip install 'mge-plugins[bench]'") from error
         self._create = create_test_image_3d
         self.size, self.length, self.seed = size, length, seed
 
@@ -82,12 +87,12 @@ def make_problem(name: str, settings: BenchSettings) -> Problem:
     device = settings.device
     if name in TASKS:
         dims, size = 2, settings.size
-        images, held_out = bundled_images(TRAIN_IMAGES), bundled_images(TEST_IMAGES)
+        images = bundled_images(TRAIN_IMAGES)
 
         def train_set(length: int, zoom: tuple[float, float] | None) -> torch.utils.data.Dataset:
             return ImageCrops(images, size, length, seed=settings.seed, zoom=zoom)
 
-        eval_set = ImageCrops(held_out, size, settings.eval_crops, seed=settings.seed + 2)
+        eval_clean = held_out_crops(size, settings.eval_crops, seed=settings.seed + 2)
 
         def make_physics() -> dinv.physics.Physics:
             return TASKS[name].physics(size, 1, device)
@@ -102,6 +107,7 @@ def make_problem(name: str, settings: BenchSettings) -> Problem:
             return PhantomVolumes(size, length, seed=settings.seed)
 
         eval_set = PhantomVolumes(size, settings.eval_crops, seed=settings.seed + 10_000)
+        eval_clean = torch.stack([eval_set[i] for i in range(len(eval_set))])
 
         def make_physics() -> dinv.physics.Physics:
             return dinv.physics.Denoising(dinv.physics.GaussianNoise(0.1), device=device)
@@ -119,5 +125,4 @@ def make_problem(name: str, settings: BenchSettings) -> Problem:
         )  # fmt: skip
         return dinv.models.ArtifactRemoval(backbone, mode="adjoint", device=device)
 
-    eval_clean = torch.stack([eval_set[i] for i in range(len(eval_set))]).to(device)
-    return Problem(name, description, dims, size, make_physics, make_model, train_set, eval_clean)
+    return Problem(name, description, dims, size, make_physics, make_model, train_set, eval_clean.to(device))

@@ -7,13 +7,15 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from mge_deepinv.evaluation import evaluate
 
-from mge_plugins import Strategy, measure_level_flops, step_flops, strategy_for_loader
-from mge_plugins.benchmark import cost_to_target, quality_at_budget, ratio, steps_within_budget
+from mge_plugins import Strategy, build_strategy
+from mge_plugins.cost import measure_level_flops, step_flops
+from mge_plugins.diagnostics import cost_to_target, quality_at_budget, ratio, steps_within_budget
 
 from .checks import gradient_diagnostics, level_loss_for, memory_check, overhead_check, sample_batch
 from .problems import Problem, make_problem
-from .runs import RunResult, evaluate, train_run
+from .runs import RunResult, train_run
 from .settings import FRONTIER_STRATEGIES, BenchSettings
 
 __all__ = ["BUDGET_TOLERANCE", "TARGET_MARGIN_DB", "plan_runs", "run_task", "strategy_points"]
@@ -28,7 +30,9 @@ fraction of a budget count as reaching it."""
 
 def _strategy(name: str, settings: BenchSettings, dims: int, steps: int) -> Strategy:
     base = "single" if name == "single+rrc" else name
-    return strategy_for_loader(base, settings.batch_size, levels=settings.levels, spatial_dims=dims, iterations=steps)
+    return build_strategy(
+        base, loaded_batch_size=settings.batch_size, levels=settings.levels, spatial_dims=dims, iterations=steps
+    )
 
 
 def plan_runs(
@@ -39,6 +43,15 @@ def plan_runs(
     Curve strategies (single-scale, MGE, random-resized crops) run once, planned for ``F``, and are read at every
     budget along their curve (constant learning rate). Full-Multiscale and progressive resizing split their steps
     over stages by the run's length, so they run once per budget. Random-resized crops are skipped in 3D.
+
+    Args:
+        settings: strategies, steps, budgets, evaluations, batch size and levels.
+        dims: spatial dimensions of the task (2 or 3).
+        flops_per_sample: FLOPs of one sample's forward and backward per level.
+
+    Returns:
+        ``(F, budgets, runs)``; each run is a dict with ``strategy``, ``steps``, ``evals`` and ``budget``
+        (``None`` for curve runs).
     """
 
     def step_cost(plan) -> float:
@@ -63,7 +76,12 @@ def plan_runs(
 
 
 def strategy_points(results: list[RunResult], initial: dict[str, float]) -> list[dict[str, float]]:
-    """Quality-against-cost points of a strategy: its curve, or the final points of its per-budget runs."""
+    """Quality-against-cost points of a strategy: its curve, or the final points of its per-budget runs.
+
+    Args:
+        results: the strategy's runs (one curve run, or one run per budget).
+        initial: the untrained network's quality, the first point of per-budget runs.
+    """
     if len(results) == 1 and results[0].budget is None:
         return results[0].points
     return [results[0].points[0] if results else {"step": 0, **initial}] + [r.final for r in results]

@@ -9,14 +9,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import deepinv as dinv
 import torch
+from mge_deepinv.evaluation import evaluate, quality_metrics
+from mge_deepinv.training import MultiscaleTrainer
 
-from ..training import MultiscaleTrainer
 from .problems import Problem
 from .settings import BenchSettings
 
-__all__ = ["BenchTrainer", "ContinuingSampler", "RunResult", "evaluate", "train_run"]
+__all__ = ["RRC_ZOOM", "BenchTrainer", "ContinuingSampler", "RunResult", "train_run"]
 
 RRC_ZOOM = (1.0, 4.0)
 """Zoom range of the random-resized-crop baseline: crops 1 to 4 times the training size, resized down."""
@@ -27,6 +27,9 @@ class ContinuingSampler(torch.utils.data.Sampler[int]):
 
     A run with evaluations between epochs then still sees every crop of its dataset once, in the same order
     for every strategy.
+
+    Args:
+        per_epoch: indices per epoch.
     """
 
     def __init__(self, per_epoch: int) -> None:
@@ -39,23 +42,6 @@ class ContinuingSampler(torch.utils.data.Sampler[int]):
     def __iter__(self):
         start, self.offset = self.offset, self.offset + self.per_epoch
         return iter(range(start, start + self.per_epoch))
-
-
-@torch.no_grad()
-def evaluate(model: torch.nn.Module, physics: dinv.physics.Physics, clean: torch.Tensor, seed: int) -> dict[str, float]:
-    """PSNR and SSIM of ``model`` on ``clean`` with measurement noise drawn from ``seed`` (RNG left as it was)."""
-    devices = [clean.device] if clean.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        y = physics(clean)
-    was_training = model.training
-    model.eval()
-    x_net = model(y, physics)
-    model.train(was_training)
-    return {
-        "psnr": dinv.metric.PSNR()(x_net, clean).mean().item(),
-        "ssim": dinv.metric.SSIM()(x_net, clean).mean().item(),
-    }
 
 
 class BenchTrainer(MultiscaleTrainer):
@@ -88,8 +74,8 @@ class BenchTrainer(MultiscaleTrainer):
                 torch.manual_seed(self.eval_seed)
                 super().step(epoch, progress_bar, train_ite=train_ite, train=train, **kwargs)
             return
-        assert self.strategy_plan is not None and train_ite is not None
-        level = self.strategy_plan.plan(train_ite).level
+        assert self.built_strategy is not None and train_ite is not None
+        level = self.built_strategy.plan(train_ite).level
         self._data_in_step = 0.0
         before = self.train_seconds
         super().step(epoch, progress_bar, train_ite=train_ite, train=train, **kwargs)
@@ -114,6 +100,7 @@ class RunResult:
         level_seconds: per level, training seconds.
         plan: the strategy as plain data.
         seconds_repeats: training seconds of each repeat.
+        model_state: the trained weights (for the diagnostics at the trained weights).
     """
 
     strategy: str
@@ -173,7 +160,7 @@ def train_run(
         trainer = BenchTrainer(
             model=model, physics=physics, optimizer=torch.optim.Adam(model.parameters(), lr=settings.lr),
             train_dataloader=loader, eval_dataloader=eval_loader, epochs=evals, online_measurements=True,
-            metrics=[dinv.metric.PSNR(), dinv.metric.SSIM()], save_path=None, device=settings.device,
+            metrics=quality_metrics(), save_path=None, device=settings.device,
             verbose=False, show_progress_bar=False, compute_train_metrics=False,
             strategy="single" if strategy == "single+rrc" else strategy, levels=settings.levels,
         )  # fmt: skip
@@ -189,13 +176,13 @@ def train_run(
             }
         )  # fmt: skip
     total = sum(trainer.step_seconds.values())
-    assert trainer.strategy_plan is not None
+    assert trainer.built_strategy is not None
     return RunResult(
         strategy=strategy,
         steps=steps,
         budget=budget,
         points=points,
-        plan=trainer.strategy_plan.describe(),
+        plan=trainer.built_strategy.describe(),
         data_share={str(k): trainer.data_seconds[k] / v for k, v in sorted(trainer.step_seconds.items()) if v},
         level_seconds={str(k): v for k, v in sorted(trainer.step_seconds.items())},
         seconds_repeats=[total],

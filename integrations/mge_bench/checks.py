@@ -9,20 +9,12 @@ from typing import Any
 
 import deepinv as dinv
 import torch
+from mge_deepinv.training import LevelPoser
 
-from mge_plugins import (
-    MGEConfig,
-    Strategy,
-    mge_backward,
-    mge_step,
-    restrict,
-    split_batch,
-    step_flops,
-    step_work_units,
-)
-from mge_plugins.benchmark import estimator_variance, flat_gradient, level_difference_norms, peak_memory
+from mge_plugins import MGEConfig, Strategy, mge_backward, mge_step, restrict, split_batch
+from mge_plugins.cost import step_flops, step_work_units
+from mge_plugins.diagnostics import estimator_variance, flat_gradient, level_difference_norms, peak_memory
 
-from ..training.levels import LevelPoser
 from .problems import Problem
 from .settings import BenchSettings
 
@@ -36,6 +28,14 @@ def level_loss_for(model: torch.nn.Module, physics: dinv.physics.Physics, restri
 
     The same posing as ``MultiscaleTrainer`` in physics mode (restrict ``x``, apply the coarse operator,
     keep the per-pixel noise level).
+
+    Args:
+        model: called as ``model(y, physics)``.
+        physics: the fine operator; coarse levels use its coarsened versions.
+        restriction: restriction method of ``x`` (``"area"`` or ``"nearest"``).
+
+    Returns:
+        ``level_loss(x, level) -> loss``, as :func:`mge_plugins.mge_backward` takes it.
     """
     poser = LevelPoser("physics", "keep", restriction)
     mse = torch.nn.MSELoss()
@@ -48,7 +48,17 @@ def level_loss_for(model: torch.nn.Module, physics: dinv.physics.Physics, restri
 
 
 def sample_batch(problem: Problem, settings: BenchSettings, size: int, draw: int) -> torch.Tensor:
-    """``size`` fresh training crops for draw number ``draw`` (disjoint from the runs' crops)."""
+    """``size`` fresh training crops for draw number ``draw`` (disjoint from the runs' crops).
+
+    Args:
+        problem: the task.
+        settings: the device.
+        size: number of crops.
+        draw: the draw's number; draws of the same size do not overlap.
+
+    Returns:
+        The crops, one batch on ``settings.device``.
+    """
     dataset = problem.train_set(10**9, None)
     start = 10**8 + draw * size
     return torch.stack([dataset[i] for i in range(start, start + size)]).to(settings.device)
@@ -66,6 +76,17 @@ def gradient_diagnostics(
 
     Single-scale draws use ``round(work units)`` fine samples, the MGE step's cost in fine images; both
     variances are also reported times their FLOPs, the figure that compares estimators at equal cost.
+
+    Args:
+        problem: the task.
+        settings: variance draws, norm samples, seed and device.
+        model: the network, at the weights to diagnose.
+        sizes: MGE batch sizes per level, finest first.
+        flops_per_sample: FLOPs of one sample's forward and backward per level.
+        restriction: restriction method of the coarse levels.
+
+    Returns:
+        The report's ``diagnostics`` entry for one restriction and one set of weights.
     """
     physics = problem.make_physics()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -106,6 +127,15 @@ def memory_check(
     """Peak memory of each strategy's largest step, and of an MGE step against one fine pass of its finest batch.
 
     Memory is the peak of bytes saved for backward (every device) and the CUDA allocator's peak increase.
+
+    Args:
+        problem: the task.
+        settings: batch size, seed and device.
+        strategies: the strategies by name, each planned for its run.
+        steps: each strategy's run length.
+
+    Returns:
+        The report's ``memory`` entry: ``per_strategy`` peaks and ``mge_step_vs_fine_pass``.
     """
     torch.manual_seed(settings.seed)
     model, physics = problem.make_model(), problem.make_physics()
@@ -150,6 +180,15 @@ def overhead_check(
     Both restrict the same ``(noisy, clean)`` batch, run ``+loss_k`` and ``-loss_{k+1}`` per term with one
     backward each, and take one Adam step. The overhead is the ratio of the medians over ``blocks`` timing
     blocks of ``settings.overhead_steps`` steps each, minus one.
+
+    Args:
+        problem: the task (its backbone network is timed).
+        settings: steps per block, seed and device.
+        sizes: MGE batch sizes per level, finest first.
+        blocks: timing blocks per side.
+
+    Returns:
+        The report's ``overhead`` entry.
     """
     torch.manual_seed(settings.seed)
     model = problem.make_model().backbone_net

@@ -1,26 +1,21 @@
-"""The benchmark's host-agnostic logic: budget accounting, curves, diagnostics, memory and the report schema."""
+"""The core's diagnostics: budget accounting, curves, gradient variance, level differences and memory."""
 
 from __future__ import annotations
-
-import copy
-import math
 
 import pytest
 import torch
 
-from mge_plugins import build_strategy, step_flops, strategy_for_loader
-from mge_plugins.benchmark import (
-    SCHEMA_VERSION,
+from mge_plugins import build_strategy
+from mge_plugins.cost import step_flops
+from mge_plugins.diagnostics import (
     SavedTensorMeter,
     cost_to_target,
     estimator_variance,
     level_difference_norms,
-    markdown_report,
     peak_memory,
     quality_at_budget,
     run_cost,
     steps_within_budget,
-    validate_report,
 )
 
 from .nets import small_net
@@ -35,7 +30,7 @@ def flop_cost(plan) -> float:
 @pytest.mark.parametrize("steps", [4, 7, 50, 101])
 def test_run_cost_equals_the_sum_over_steps(steps: int) -> None:
     for name in ("single", "mge", "full-multiscale", "progressive-resizing"):
-        strategy = strategy_for_loader(name, 16, levels=2, iterations=steps)
+        strategy = build_strategy(name, loaded_batch_size=16, levels=2, iterations=steps)
         assert run_cost(strategy, steps, flop_cost) == pytest.approx(
             sum(flop_cost(strategy.plan(t)) for t in range(steps)), rel=1e-12
         )
@@ -44,7 +39,7 @@ def test_run_cost_equals_the_sum_over_steps(steps: int) -> None:
 @pytest.mark.parametrize("name", ["single", "mge", "full-multiscale", "progressive-resizing"])
 def test_steps_within_budget_is_the_longest_run_that_fits(name: str) -> None:
     def make(t: int):
-        return strategy_for_loader(name, 16, levels=2, iterations=t)
+        return build_strategy(name, loaded_batch_size=16, levels=2, iterations=t)
 
     budget = 100 * flop_cost(make(100).plan(0)) if name != "single" else 100 * 16 * 16.0
     found = steps_within_budget(make, budget, flop_cost)
@@ -127,76 +122,3 @@ def test_saved_tensor_memory_grows_exactly_linearly_with_the_batch() -> None:
         assert meter.live == meter.peak > 0
         loss.backward()
     assert meter.live == 0  # backward released every saved tensor
-
-
-def _point(psnr: float) -> dict:
-    return {"step": 1, "flops": 1.0, "work_units": 1.0, "seconds": 1.0, "psnr": psnr, "ssim": 0.5}
-
-
-def _strategy_entry(psnr: float) -> dict:
-    return {
-        "kind": "curve",
-        "points": [_point(psnr)],
-        "final": {**_point(psnr), "seconds_median": 1.0, "seconds_repeats": [1.0]},
-        "at_budget": [psnr, None],
-        "to_target": {"flops": None, "seconds": None, "flop_saving": None, "time_saving": None},
-        "data_share": {"0": 0.01},
-        "peak_memory": {"saved_bytes": 2**20, "cuda_bytes": None},
-        "runs": [{"steps": 1, "budget": None, "plan": {}}],
-    }
-
-
-def minimal_report() -> dict:
-    task = {
-        "description": "toy",
-        "spatial_dims": 2,
-        "size": 16,
-        "flops_per_sample": [4.0, 1.0],
-        "budget_flops": 2.0,
-        "budgets": [1.0, 2.0],
-        "target_psnr": 24.9,
-        "strategies": {"single": _strategy_entry(25.0), "mge": _strategy_entry(26.0)},
-        "diagnostics": {},
-        "memory": {},
-        "overhead": {"batch_sizes": [1, 4], "plugin_seconds_per_step": 0.011, "hand_written_seconds_per_step": 0.01,
-                     "overhead": 0.1},
-    }  # fmt: skip
-    meta = {"date": "2026-01-01", "command": "mge-bench", "machine": {}, "settings": {}, "seconds": 1.0}
-    return {"schema": SCHEMA_VERSION, "meta": meta, "tasks": {"toy": task}}
-
-
-def test_a_complete_report_validates_and_renders() -> None:
-    report = minimal_report()
-    validate_report(report)
-    text = markdown_report(report)
-    assert "| mge | 26.00 |" in text
-    assert "not reached" in text
-    assert "+10.0 %" in text
-
-
-@pytest.mark.parametrize(
-    ("path", "value", "message"),
-    [
-        (("schema",), "other/2", "expected 'mge-bench/1'"),
-        (("meta", "date"), None, r"report.meta.date: expected str"),
-        (("tasks", "toy", "strategies", "mge", "final", "psnr"), math.nan, "is not finite"),
-        (("tasks", "toy", "strategies", "mge", "at_budget"), [1.0, "x"], r"at_budget\[1\]: expected int/float/null"),
-        (("tasks", "toy", "budgets"), 3.0, r"report.tasks.toy.budgets: expected a list"),
-        (("tasks", "toy", "strategies", "mge", "kind"), True, "expected str"),
-    ],
-)
-def test_report_errors_name_the_path(path: tuple, value, message: str) -> None:
-    report = copy.deepcopy(minimal_report())
-    node = report
-    for key in path[:-1]:
-        node = node[key]
-    node[path[-1]] = value
-    with pytest.raises(ValueError, match=message):
-        validate_report(report)
-
-
-def test_report_requires_the_single_scale_baseline() -> None:
-    report = minimal_report()
-    del report["tasks"]["toy"]["strategies"]["single"]
-    with pytest.raises(ValueError, match=r"report.tasks.toy.strategies: missing key 'single'"):
-        validate_report(report)

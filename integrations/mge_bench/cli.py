@@ -19,13 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from mge_deepinv.tasks import TASKS
 from tqdm import tqdm
 
-from mge_plugins.benchmark import SCHEMA_VERSION, markdown_report, validate_report
-
-from ..tasks import TASKS
 from .plots import plot_task
 from .problems import TASKS_3D
+from .report import SCHEMA_VERSION, markdown_report, validate_report
 from .settings import PRESETS, STRATEGIES, BenchSettings
 from .suite import run_task
 
@@ -62,7 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def settings_from_args(args: argparse.Namespace) -> BenchSettings:
-    """The preset named by the arguments, with their overrides."""
+    """The preset named by the arguments, with their overrides.
+
+    Raises:
+        SystemExit: for an unknown task or settings that cannot be run, with the reason.
+    """
     settings = PRESETS["quick" if args.quick else args.preset]
     changes: dict[str, Any] = {k: getattr(args, k) for k in _OVERRIDES if getattr(args, k) is not None}
     if args.tasks:
@@ -106,7 +109,16 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def run_benchmark(settings: BenchSettings, out: Path, command: str) -> dict[str, Any]:
-    """Run every task of ``settings``; the report is rewritten under ``out`` after each task."""
+    """Run every task of ``settings``; the report is rewritten under ``out`` after each task.
+
+    Args:
+        settings: what to train and measure.
+        out: folder of ``report.json``, ``report.md`` and one PNG per task (created if missing).
+        command: the command line, recorded in the report.
+
+    Returns:
+        The report, valid against :data:`~mge_bench.report.REPORT_SCHEMA`.
+    """
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     report: dict[str, Any] = {
@@ -136,7 +148,11 @@ def run_benchmark(settings: BenchSettings, out: Path, command: str) -> dict[str,
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of ``mge-bench``."""
+    """Entry point of ``mge-bench``.
+
+    Args:
+        argv: command-line arguments (default: ``sys.argv[1:]``).
+    """
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     settings = settings_from_args(args)

@@ -18,6 +18,17 @@ def run_cost(strategy: Strategy, steps: int, step_cost: StepCostFn) -> float:
     Strategies with a stage schedule are summed stage by stage (a step's plan is constant inside a
     stage); the others step by step, so any strategy whose plan is a pure function of the step works.
 
+    Args:
+        strategy: the strategy, planned for its run.
+        steps: number of steps from the start.
+        step_cost: cost of one step from its plan (FLOPs or work units).
+
+    Returns:
+        The total, in the unit of ``step_cost``.
+
+    Raises:
+        ValueError: for a negative ``steps``.
+
     Example:
         >>> from mge_plugins import build_strategy
         >>> fms = build_strategy("full-multiscale", levels=1, batch_size=[4, 2], iterations=[3, 1])

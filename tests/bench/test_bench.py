@@ -6,12 +6,12 @@ import json
 
 import pytest
 import torch
-from mge_deepinv.bench import PRESETS, BenchSettings, main, plan_runs
-from mge_deepinv.bench.settings import STRATEGIES
+from mge_bench import PRESETS, STRATEGIES, BenchSettings, main, plan_runs, validate_report
 from mge_deepinv.data import ImageCrops, bundled_images
 
-from mge_plugins import step_flops, strategy_for_loader
-from mge_plugins.benchmark import run_cost, validate_report
+from mge_plugins import build_strategy
+from mge_plugins.cost import step_flops
+from mge_plugins.diagnostics import run_cost
 
 TINY = ["--size", "16", "--size3d", "16", "--steps", "8", "--evals", "2", "--budgets", "2", "--batch-size", "8",
         "--variance-draws", "2"]  # fmt: skip
@@ -35,7 +35,7 @@ def test_settings_errors_name_the_fix(changes: dict, message: str) -> None:
 def test_presets_are_valid_and_gpu_splits_stages_as_the_paper() -> None:
     assert set(PRESETS) == {"quick", "cpu", "gpu"}
     gpu = PRESETS["gpu"]
-    fms = strategy_for_loader("full-multiscale", gpu.batch_size, levels=gpu.levels, iterations=3750)
+    fms = build_strategy("full-multiscale", loaded_batch_size=gpu.batch_size, levels=gpu.levels, iterations=3750)
     assert [s.iterations for s in fms.schedule.stages] == [2000, 1000, 500, 250]
 
 
@@ -48,7 +48,7 @@ def test_runs_fit_their_budgets_and_single_scale_sets_them() -> None:
     assert {r["strategy"] for r in runs} == set(STRATEGIES)
     for run in runs:
         name = "single" if run["strategy"] == "single+rrc" else run["strategy"]
-        strategy = strategy_for_loader(name, 16, levels=2, iterations=run["steps"])
+        strategy = build_strategy(name, loaded_batch_size=16, levels=2, iterations=run["steps"])
         cost = run_cost(strategy, run["steps"], lambda p: step_flops(p.batch_sizes, flops, base_level=p.level))
         assert cost <= (run["budget"] or budget)
         assert run["steps"] % run["evals"] == 0

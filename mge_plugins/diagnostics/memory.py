@@ -70,6 +70,10 @@ class SavedTensorMeter:
 def peak_memory(fn: Callable[[], Any], device: torch.device | str = "cpu") -> dict[str, int | None]:
     """Run ``fn`` and report its peak memory above what was allocated before.
 
+    Args:
+        fn: the step to measure (forward and backward).
+        device: the device it runs on; the CUDA allocator is read only on a CUDA device.
+
     Returns:
         ``{"saved_bytes": peak bytes saved for backward, "cuda_bytes": the CUDA allocator's peak
         increase (``None`` off CUDA)}``.
