@@ -58,4 +58,5 @@ trainer.train()
 if is_main_process():
     print(f"ranks {world_size()}: eval PSNR per epoch {trainer.eval_metrics_history['PSNR']}")
     print(f"cost of all ranks: {trainer.cost.summary()}")
+dist.barrier()  # every rank waits for rank 0's report: ranks that exit early can abort gloo
 dist.destroy_process_group()

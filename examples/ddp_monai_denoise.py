@@ -70,4 +70,5 @@ trainer = MultiscaleSupervisedTrainer(
 trainer.run()
 if is_main_process():
     print(f"ranks {world_size()}: cost of all ranks {trainer.cost.summary()}")
+dist.barrier()  # every rank waits for rank 0's report: ranks that exit early can abort gloo
 dist.destroy_process_group()

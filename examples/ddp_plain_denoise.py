@@ -134,6 +134,7 @@ def main() -> None:
         )
         print(f"checkpoint: {args.out / 'checkpoint.pt'}")
     if distributed:
+        dist.barrier()  # every rank waits for rank 0's evaluation: ranks that exit early can abort gloo
         dist.destroy_process_group()
 
 

@@ -155,6 +155,7 @@ def main() -> None:
             if dist.get_rank() == 0:
                 torch.save(result, out / f"{host}.pt")
     finally:
+        dist.barrier()
         dist.destroy_process_group()
 
 
