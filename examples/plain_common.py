@@ -7,10 +7,11 @@ from collections.abc import Callable
 import numpy as np
 import torch
 from torch import nn
+from torchvision.transforms import v2
 
 from mge_plugins import restrict, restricted_randn
 
-__all__ = ["TEST_IMAGES", "TRAIN_IMAGES", "bundled_images", "make_pose", "residual_denoiser"]
+__all__ = ["TEST_IMAGES", "TRAIN_IMAGES", "RandomCrops", "bundled_images", "make_pose", "residual_denoiser"]
 
 TRAIN_IMAGES = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "retina", "immunohistochemistry")
 TEST_IMAGES = ("camera", "moon")
@@ -25,6 +26,25 @@ def bundled_images(names: tuple[str, ...]) -> list[torch.Tensor]:
         array = np.asarray(getattr(skimage.data, name)(), dtype=np.float32) / 255.0
         images.append(torch.from_numpy(array.mean(-1) if array.ndim == 3 else array)[None])
     return images
+
+
+class RandomCrops:
+    """Draws batches of random crops from a list of images (one generator, reproducible)."""
+
+    def __init__(self, images: list[torch.Tensor], size: int, seed: int) -> None:
+        small = [tuple(im.shape[-2:]) for im in images if min(im.shape[-2:]) < size]
+        if small:
+            raise SystemExit(f"--size {size} is larger than images of shape {small}; lower --size")
+        self.images, self.crop = images, v2.RandomCrop(size)
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __call__(self, n: int) -> torch.Tensor:
+        picks = torch.randint(len(self.images), (n,), generator=self.generator).tolist()
+        state = torch.get_rng_state()
+        torch.manual_seed(int(torch.randint(2**31, (1,), generator=self.generator)))
+        crops = torch.stack([self.crop(self.images[i]) for i in picks])
+        torch.set_rng_state(state)
+        return crops
 
 
 class _Residual(nn.Module):

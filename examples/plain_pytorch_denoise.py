@@ -18,11 +18,10 @@ import time
 from pathlib import Path
 
 import torch
-from plain_common import TEST_IMAGES, TRAIN_IMAGES, bundled_images, make_pose, residual_denoiser
+from plain_common import TEST_IMAGES, TRAIN_IMAGES, RandomCrops, bundled_images, make_pose, residual_denoiser
 from torch import nn
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 from torchvision.io import ImageReadMode, decode_image
-from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
 from mge_plugins import CostMeter, build_strategy, mge_step, required_batch_size
@@ -35,25 +34,6 @@ def folder_images(folder: Path) -> list[torch.Tensor]:
     if not paths:
         raise SystemExit(f"no .png/.jpg images in {folder}; point --data at a folder of images")
     return [decode_image(str(p), mode=ImageReadMode.GRAY).float() / 255.0 for p in paths]
-
-
-class RandomCrops:
-    """Draws batches of random crops from a list of images (one generator, reproducible)."""
-
-    def __init__(self, images: list[torch.Tensor], size: int, seed: int) -> None:
-        small = [tuple(im.shape[-2:]) for im in images if min(im.shape[-2:]) < size]
-        if small:
-            raise SystemExit(f"--size {size} is larger than images of shape {small}; lower --size")
-        self.images, self.crop = images, v2.RandomCrop(size)
-        self.generator = torch.Generator().manual_seed(seed)
-
-    def __call__(self, n: int) -> torch.Tensor:
-        picks = torch.randint(len(self.images), (n,), generator=self.generator).tolist()
-        state = torch.get_rng_state()
-        torch.manual_seed(int(torch.randint(2**31, (1,), generator=self.generator)))
-        crops = torch.stack([self.crop(self.images[i]) for i in picks])
-        torch.set_rng_state(state)
-        return crops
 
 
 @torch.no_grad()

@@ -1,0 +1,172 @@
+"""What caps Full-Multiscale below a converged single-scale run: a plain-loop study of schedules.
+
+Every run trains the same residual CNN from the same weights on fresh random crops of the bundled
+photographs, with its own cosine learning-rate schedule over its own length, and is evaluated at
+full resolution on held-out crops. A run is ``name:steps`` where ``name`` is one of:
+
+- ``single``: fine-level training, batch ``--batch-size``;
+- ``fms``: Full-Multiscale as shipped (halving split, terms cut from the loaded batch);
+- ``pr``: progressive resizing (the same stages, no MGE terms);
+- ``fmsF``/``prF`` with ``F`` a percentage (e.g. ``fms25``): the coarse stages as above, then a
+  final full-resolution phase of ``F`` % of the steps with single-scale batches (SlowFast's last
+  full-resolution phase);
+- ``cwF``: "constant work": coarse stages with batches growing ``2**d`` per level (every step costs
+  what a fine step costs), halving split, then a final single-scale phase of ``F`` %.
+
+    python scripts/fms_convergence.py --size 64 --levels 2 --runs single:300,single:600,fms:600,fms25:600
+    python scripts/fms_convergence.py --size 128 --levels 3 --runs single:2400,fms25:2400 --out results/study
+
+Writes ``results.jsonl`` (one line per run: PSNR, FLOPs, work units, seconds, plan) under ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+
+from plain_common import TEST_IMAGES, TRAIN_IMAGES, RandomCrops, bundled_images, make_pose, residual_denoiser
+
+from mge_plugins import (
+    CostMeter,
+    FullMultiscaleSchedule,
+    StepPlan,
+    Strategy,
+    build_strategy,
+    mge_step,
+    required_batch_size,
+)
+from mge_plugins.cost import measure_level_flops
+
+
+class Phased(Strategy):
+    """A strategy for the first ``split`` steps, then single-scale fine steps of ``batch``."""
+
+    name = "phased"
+
+    def __init__(self, first: Strategy, split: int, batch: int) -> None:
+        self.first, self.split, self.batch = first, split, batch
+
+    def plan(self, step: int) -> StepPlan:
+        """The first strategy's plan, then the fine phase's."""
+        if step < self.split:
+            return self.first.plan(step)
+        return StepPlan(0, (self.batch,), "area", stage=None)
+
+    @property
+    def coarsest_level(self) -> int:
+        """The first strategy's coarsest level."""
+        return self.first.coarsest_level
+
+
+def make_strategy(name: str, steps: int, args: argparse.Namespace) -> Strategy:
+    """The strategy of run ``name`` over ``steps`` steps."""
+    match = re.fullmatch(r"(single|fms|pr|cw)(\d*)", name)
+    if match is None:
+        raise SystemExit(f"unknown run {name!r}; use single, fms, pr, fmsF, prF or cwF (F = fine-phase percent)")
+    kind, percent = match.group(1), int(match.group(2) or 0)
+    batch = args.batch_size
+    if kind == "single":
+        return build_strategy("single", loaded_batch_size=batch)
+    fine = round(steps * percent / 100)
+    coarse = steps - fine
+    if kind == "cw":
+        growth = 2**2
+        sizes = [batch * growth**level for level in range(args.levels, -1, -1)]
+        schedule = FullMultiscaleSchedule(args.levels, coarse, batch_size=sizes, mge_levels=0)
+        from mge_plugins.strategies import FullMultiscaleStrategy
+
+        first: Strategy = FullMultiscaleStrategy(schedule, name="cw")
+    else:
+        full = {"fms": "full-multiscale", "pr": "progressive-resizing"}[kind]
+        first = build_strategy(full, loaded_batch_size=batch, levels=args.levels, iterations=coarse)
+    return Phased(first, coarse, batch) if fine else first
+
+
+@torch.no_grad()
+def psnr(model: nn.Module, clean: torch.Tensor, noisy: torch.Tensor) -> float:
+    """Fine-level PSNR on the held-out crops."""
+    model.eval()
+    mse = nn.functional.mse_loss(model(noisy).clamp(0, 1), clean).item()
+    model.train()
+    return float(10 * torch.log10(torch.tensor(1.0 / mse)))
+
+
+def run(name: str, steps: int, args: argparse.Namespace, test: tuple[torch.Tensor, torch.Tensor]) -> dict:
+    """Train one run from the shared initial weights; its result row."""
+    torch.manual_seed(args.seed)
+    model = residual_denoiser(args.width, args.depth)
+    crops = RandomCrops(bundled_images(TRAIN_IMAGES), args.size, args.seed)
+    strategy = make_strategy(name, steps, args)
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+    pose = make_pose(args.sigma)
+
+    def level_loss(clean: torch.Tensor, level: int) -> torch.Tensor:
+        noisy, target = pose(clean, level)
+        return nn.functional.mse_loss(model(noisy), target)
+
+    flops = measure_level_flops(level_loss, crops(1), args.levels, model.parameters())
+    meter = CostMeter(baseline_batch_size=args.batch_size, flops_per_sample=flops)
+    seconds, curve = 0.0, []
+    for step in range(steps):
+        plan = strategy.plan(step)
+        clean = crops(required_batch_size(plan.batch_sizes))
+        start = time.perf_counter()
+        mge_step(model, optimizer, nn.MSELoss(), clean, plan, pose=pose, meter=meter)
+        scheduler.step()
+        seconds += time.perf_counter() - start
+        if (step + 1) % max(1, steps // 4) == 0:
+            curve.append((step + 1, round(psnr(model, *test), 3)))
+    return {
+        "run": f"{name}:{steps}",
+        "psnr": psnr(model, *test),
+        "flops": meter.flops,
+        "work_units": meter.work_units,
+        "seconds": seconds,
+        "curve": curve,
+        "plans": sorted({str(strategy.plan(t).batch_sizes) + f"@L{strategy.plan(t).level}" for t in range(steps)}),
+    }
+
+
+def main() -> None:
+    """Parse the runs, train each in turn, append its row to ``results.jsonl``."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", required=True, help="comma-separated name:steps (see above)")
+    parser.add_argument("--size", type=int, default=64, help="crop side (default: %(default)s)")
+    parser.add_argument("--levels", type=int, default=2, help="coarser levels (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=8, help="loaded batch (default: %(default)s)")
+    parser.add_argument("--width", type=int, default=32, help="network channels (default: %(default)s)")
+    parser.add_argument("--depth", type=int, default=5, help="convolutions (default: %(default)s)")
+    parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default: %(default)s)")
+    parser.add_argument("--sigma", type=float, default=0.1, help="noise level (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="seed (default: %(default)s)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default: %(default)s)")
+    parser.add_argument("--out", type=Path, default=Path("results/fms_convergence"), help="(default: %(default)s)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    test_clean = RandomCrops(bundled_images(TEST_IMAGES), args.size, seed=12345)(32)
+    test_noisy = test_clean + args.sigma * torch.randn(test_clean.shape, generator=torch.Generator().manual_seed(7))
+    args.out.mkdir(parents=True, exist_ok=True)
+    config = {k: str(v) for k, v in vars(args).items()}
+    for item in args.runs.split(","):
+        name, steps = item.split(":")
+        row = {**run(name, int(steps), args, (test_clean, test_noisy)), "config": config}
+        with open(args.out / "results.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+        print(
+            f"{row['run']:>14}  {row['psnr']:6.2f} dB  {row['flops'] / 1e9:9.1f} GFLOPs  {row['seconds']:7.1f} s",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
