@@ -14,6 +14,7 @@ finest batch size would have spent for the same number of optimizer steps.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -164,6 +165,7 @@ class CostMeter:
         self.steps = 0
         self.work_units = 0.0
         self.flops = 0.0
+        self._warned_disagree = False
 
     def step_cost(self, batch_sizes: Sequence[int], base_level: int = 0) -> StepCost:
         """Cost of one step with these per-term batch sizes, without recording it."""
@@ -200,18 +202,45 @@ class CostMeter:
         return self.steps * self.baseline_batch_size * self.world_size * self.flops_per_sample[0]
 
     @property
-    def saving(self) -> float | None:
-        """Single-scale work divided by the work spent (``> 1`` means cheaper)."""
+    def work_saving(self) -> float | None:
+        """Single-scale work units divided by the work units spent (pixels processed)."""
         return self.baseline_work_units / self.work_units if self.work_units else None
 
+    @property
+    def flop_saving(self) -> float | None:
+        """Single-scale FLOPs divided by the FLOPs spent, when FLOPs were measured."""
+        baseline = self.baseline_flops
+        return baseline / self.flops if baseline is not None and self.flops else None
+
+    @property
+    def saving(self) -> float | None:
+        """The saving to report (``> 1`` means cheaper): FLOPs when measured, else work units.
+
+        A network that pads its input (SCUNet pads every level to 64 px) does more work than its
+        pixels say, so the two can disagree; when they differ by more than 20 %, a warning says so
+        once, and the FLOP figure is the one that holds.
+        """
+        flop, work = self.flop_saving, self.work_saving
+        if flop is not None and work is not None and abs(flop / work - 1) > 0.2 and not self._warned_disagree:
+            self._warned_disagree = True
+            warnings.warn(
+                f"the FLOP saving ({flop:.2f}x) and the pixel saving ({work:.2f}x) differ by more than 20 %: the "
+                "network's work is not proportional to its input's pixels (it pads or resizes internally); the "
+                "FLOP figure is reported",
+                stacklevel=2,
+            )
+        return flop if flop is not None else work
+
     def summary(self) -> dict[str, float | int | None]:
-        """Plain-data summary for logs and tables."""
+        """Plain-data summary for logs and tables (``saving`` is the FLOP saving when FLOPs were measured)."""
         return {
             "steps": self.steps,
             "work_units": self.work_units,
             "flops": self.flops if self.flops_per_sample is not None else None,
             "baseline_work_units": self.baseline_work_units,
             "baseline_flops": self.baseline_flops,
+            "work_saving": self.work_saving,
+            "flop_saving": self.flop_saving,
             "saving": self.saving,
         }
 

@@ -19,6 +19,7 @@ does the rest, the same way for every host:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
@@ -73,6 +74,8 @@ class MultiscaleStep:
         size_multiple: divisor the network needs at every level; ``None`` dry-runs the network at
             the coarsest level on the first step instead.
         spatial_dims: 2 or 3.
+        warn_cost: warn when the finest step's per-term batches cost more than a single-scale step
+            of ``meter.baseline_batch_size`` samples (a loaded batch too small for the levels).
 
     Example:
         >>> from mge_plugins import build_strategy, restrict
@@ -96,6 +99,7 @@ class MultiscaleStep:
         nonfinite: str | NonFinitePolicy = "raise",
         size_multiple: int | None = None,
         spatial_dims: int = 2,
+        warn_cost: bool = True,
     ) -> None:
         self.strategy = strategy
         self.meter = meter
@@ -104,6 +108,41 @@ class MultiscaleStep:
         self.size_multiple = size_multiple
         self.spatial_dims = spatial_dims
         self.checked = False
+        self._weights_checked: tuple[str, ...] | None = None
+        if warn_cost:
+            self._warn_if_dearer()
+
+    def _warn_if_dearer(self) -> None:
+        """Warn when the finest step's per-term batches cost more than a single-scale step."""
+        sizes = self.strategy.max_batch_sizes
+        if self.native_single or len(sizes) < 2:
+            return
+        work = step_work_units(sizes, spatial_dims=self.spatial_dims)
+        baseline = self.meter.baseline_batch_size
+        if work >= baseline:
+            warnings.warn(
+                f"the per-term batches {list(sizes)} cost {work / baseline:.2f}x a single-scale step of {baseline} "
+                f"samples, so MGE saves nothing here; load larger batches (at least "
+                f"{2**self.spatial_dims}x the finest term per coarser level) or use fewer levels",
+                stacklevel=3,
+            )
+
+    def after_update(self, model: nn.Module) -> None:
+        """Check, after the first optimizer step and after any change of dtype, that the weights are finite.
+
+        Half-precision weights updated by Adam overflow on the first step and the loss of that step
+        is still finite: without this check, every later step would be skipped as non-finite.
+
+        Raises:
+            NonFiniteError: naming the first non-finite parameter and the likely cause.
+        """
+        dtypes = tuple(sorted({str(p.dtype) for p in model.parameters()}))
+        if dtypes == self._weights_checked:
+            return
+        self._weights_checked = dtypes
+        for name, parameter in model.named_parameters():
+            if not bool(torch.isfinite(parameter.detach()).all()):
+                raise NonFiniteError(0, (0,), "weights", parameter=name)
 
     @property
     def native_single(self) -> bool:

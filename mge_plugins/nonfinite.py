@@ -37,7 +37,7 @@ class NonFiniteError(FloatingPointError):
         term: index of the MGE term (0 = finest).
         levels: the term's levels, ``(k, k + 1)`` for a difference term, ``(k,)`` for the last.
         level: the level whose loss was not finite, or ``None`` for a gradient.
-        quantity: ``"loss"`` or ``"gradient"``.
+        quantity: ``"loss"``, ``"gradient"`` or ``"weights"`` (after an optimizer step; never skipped).
         parameter: name of the first parameter with a non-finite gradient, when known.
         value: the non-finite loss value, for a loss.
         repeated: for the error that stops a run of skipped steps, how many were skipped in a row.
@@ -61,11 +61,19 @@ class NonFiniteError(FloatingPointError):
         if quantity == "loss":
             what = f"the loss at level {level} is {value}"
             fix = "check the data and the loss at that level, or lower the learning rate"
+        elif quantity == "weights":
+            what = f"the weights are not finite after the optimizer step (first: {parameter})"
+            fix = (
+                "half-precision weights (float16) overflow in optimizers such as Adam: keep the weights in float32 "
+                "and train under autocast (mixed precision), or lower the learning rate"
+            )
         else:
             named = f" (first: {parameter})" if parameter else ""
             what = f"the accumulated gradients are not finite after its backward pass{named}"
             fix = "lower the learning rate, clip gradients or check the network at that level"
-        if repeated:
+        if quantity == "weights":
+            message = f"{what}; {fix}"
+        elif repeated:
             message = (
                 f"{repeated} training steps in a row were skipped (last: MGE term {term}, {span}: {what}); the weights "
                 "are most likely no longer finite (half-precision weights with Adam, or a learning rate far too high): "

@@ -151,7 +151,12 @@ def mge_step(
 
     dims = _infer_spatial_dims(batch) if meter is None else meter.spatial_dims
     runner = MultiscaleStep(
-        strategy, meter if meter is not None else _UNMEASURED, split=split, nonfinite=nonfinite, spatial_dims=dims
+        strategy,
+        meter if meter is not None else _UNMEASURED,
+        split=split,
+        nonfinite=nonfinite,
+        spatial_dims=dims,
+        warn_cost=False,
     )
     runner.checked = True  # hand-written loops check their own sizes
     scaling = scaler is not None and scaler.is_enabled()
@@ -181,4 +186,7 @@ def mge_step(
         scaler.update()
     else:
         optimizer.step()
+    first = step == 0 or (meter is not None and meter.steps == 1)
+    if first or any(p.dtype in (torch.float16, torch.bfloat16) for p in model.parameters()):
+        runner.after_update(model)  # half-precision weights can overflow in the update itself
     return outcome.stats

@@ -484,3 +484,44 @@ def test_docs_errors_snippet_runs() -> None:
     with pytest.warns(NonFiniteStepWarning, match="loss of term 0 at level 0"):
         exec(compile(block, str(doc), "exec"), namespace)
     assert namespace["stats"].skipped and namespace["policy"].skipped == 1
+
+
+def test_half_precision_weights_broken_by_the_first_update_are_named() -> None:
+    model = conv_net().half()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e3, eps=1e-12)  # the update overflows float16
+    x = images().half()
+    with pytest.raises(NonFiniteError, match=r"weights are not finite after the optimizer step.*float32.*autocast"):
+        mge_step(model, optimizer, nn.MSELoss(), (x, x), MGEConfig(levels=1, batch_size=4, growth=2), step=0)
+
+
+def test_a_loaded_batch_too_small_for_the_levels_is_warned_about() -> None:
+    with pytest.warns(UserWarning, match=r"per-term batches \[1, 1, 1\] cost 1.62x a single-scale step of 1 samples"):
+        monai_trainer(data=monai_samples(n=4), batch_size=1, strategy="mge", levels=2).run()
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: deepinv_trainer(levels=-1), "levels must be an integer >= 0, got -1"),
+        (lambda: deepinv_trainer(iterations=2.5), "iterations must be an integer >= 1, got 2.5"),
+        (lambda: deepinv_trainer(growth=float("inf")), "growth must be a finite number >= 1"),
+        (lambda: deepinv_trainer(coarse_noise="kep"), r"coarse_noise must be one of \('keep', 'restrict'\)"),
+        (lambda: deepinv_trainer(strategy="full_multiscale"), "Did you mean 'full-multiscale'"),
+        (lambda: monai_trainer(strategy="mgee"), "Did you mean 'mge'"),
+        (lambda: monai_trainer(restriction="aera"), r"unknown restriction 'aera' \(did you mean 'area'\?\)"),
+        (lambda: monai_trainer(nonfinite="ignore"), "nonfinite must be one of 'raise', 'skip'"),
+    ],
+    ids=["levels", "iterations", "growth", "coarse-noise", "deepinv-name", "monai-name", "restriction", "nonfinite"],
+)
+def test_bad_options_fail_at_construction_not_at_the_first_step(make, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+def test_offline_measurements_say_that_coarse_samples_are_restricted() -> None:
+    from mge_deepinv.training.levels import LevelPoser
+
+    poser = LevelPoser("auto")
+    physics = dinv.physics.Denoising(dinv.physics.GaussianNoise(0.1))
+    with pytest.warns(UserWarning, match=r"restricts the fine measurements of Denoising because the measurements are"):
+        assert poser.mode_for(physics, has_x=True, online=False) == "restrict"

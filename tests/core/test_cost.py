@@ -44,3 +44,16 @@ def test_meter_without_flops() -> None:
     assert meter.saving is None
     meter.add([2])
     assert meter.summary()["flops"] is None and meter.saving == 1.0
+
+
+def test_saving_is_the_flop_saving_and_a_padding_network_is_flagged() -> None:
+    proportional = CostMeter(baseline_batch_size=8, flops_per_sample=[16.0, 4.0, 1.0])
+    proportional.add([8], base_level=2)
+    assert proportional.saving == proportional.flop_saving == pytest.approx(16.0) == proportional.work_saving
+    padded = CostMeter(baseline_batch_size=8, flops_per_sample=[16.0, 16.0, 16.0])  # every level padded to one size
+    padded.add([8], base_level=2)
+    with pytest.warns(UserWarning, match=r"FLOP saving \(1.00x\) and the pixel saving \(16.00x\) differ"):
+        assert padded.saving == pytest.approx(1.0)
+    summary = padded.summary()
+    assert summary["saving"] == summary["flop_saving"] == pytest.approx(1.0)
+    assert summary["work_saving"] == pytest.approx(16.0)

@@ -18,6 +18,7 @@ from ..physics import NoCoarseRecipeError, coarsen_physics
 __all__ = ["COARSE_MODES", "LevelPoser", "check_losses", "slice_physics"]
 
 COARSE_MODES = ("auto", "physics", "restrict")
+COARSE_NOISE = ("keep", "restrict")
 
 
 def check_losses(losses: list[Loss]) -> None:
@@ -77,6 +78,8 @@ class LevelPoser:
     def __init__(self, coarse_mode: str = "auto", coarse_noise: str = "keep", restriction: str = "area") -> None:
         if coarse_mode not in COARSE_MODES:
             raise ValueError(f"coarse_mode must be one of {COARSE_MODES}, got {coarse_mode!r}")
+        if coarse_noise not in COARSE_NOISE:
+            raise ValueError(f"coarse_noise must be one of {COARSE_NOISE}, got {coarse_noise!r}")
         self.coarse_mode = coarse_mode
         self.coarse_noise = coarse_noise
         self.restriction = restriction
@@ -97,6 +100,15 @@ class LevelPoser:
             coarsen_physics(physics, 1, noise=self.coarse_noise)  # raises NoCoarseRecipeError
             return "physics"
         if not has_x or not online:
+            if self._has_recipe(physics):
+                why = "the ground truth x is not loaded" if not has_x else "the measurements are offline"
+                self._warn_once(
+                    f"offline-{type(physics).__name__}",
+                    f"coarse_mode='auto' restricts the fine measurements of {type(physics).__name__} because {why}: "
+                    "coarse samples are restrictions of the fine y, which costs a fine forward model per sample. "
+                    "Generate measurements online (online_measurements=True) for coarse physics, or pass "
+                    "coarse_mode='restrict' to silence this.",
+                )
             return "restrict"
         try:
             coarsen_physics(physics, 1, noise=self.coarse_noise)
@@ -108,6 +120,15 @@ class LevelPoser:
             )
             return "restrict"
         return "physics"
+
+    def _has_recipe(self, physics: dp.Physics) -> bool:
+        try:
+            coarsen_physics(physics, 1, noise=self.coarse_noise)
+        except NoCoarseRecipeError:
+            return False
+        except Exception:  # an operator that cannot be coarsened for another reason: no recipe to speak of
+            return False
+        return True
 
     def model_physics(self, physics: dp.Physics, level: int, noise: str) -> dp.Physics:
         """The operator handed to the model and losses at ``level`` (fine physics if none is known)."""

@@ -221,6 +221,8 @@ class MultiscaleTrainer(Trainer):
             if vars(self.optimizer).get("step") is _no_optimizer_step:  # installed for a skipped step
                 del self.optimizer.step
         if train:
+            if self.multiscale is not None:
+                self.multiscale.after_update(self.model)
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
             self.train_seconds += time.perf_counter() - start

@@ -248,6 +248,7 @@ class MultiscaleIteration:
             zero_grad=lambda: engine.optimizer.zero_grad(set_to_none=True),
         )
         if outcome.native is not None:
+            self.multiscale.after_update(engine.network)
             self._account(engine)
             return outcome.native
         if outcome.skipped:
@@ -264,6 +265,7 @@ class MultiscaleIteration:
             engine.scaler.update()
         else:
             engine.optimizer.step()
+        self.multiscale.after_update(engine.network)
         self._account(engine)
         engine.state.output["mge_level"] = plan.level
         engine.state.output["mge_stage"] = -1 if plan.stage is None else plan.stage
