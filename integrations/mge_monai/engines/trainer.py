@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import inspect
 from typing import Any
 
 from monai.engines import SupervisedTrainer
@@ -15,13 +15,15 @@ from .iteration import MultiscaleIteration
 __all__ = ["MultiscaleSupervisedTrainer"]
 
 _, has_ignite = optional_import("ignite", IgniteInfo.OPT_IMPORT_VERSION, min_version)
+_ITERATION_OPTIONS = tuple(name for name in inspect.signature(MultiscaleIteration).parameters if name != "strategy")
 
 
 class MultiscaleSupervisedTrainer(SupervisedTrainer):
     """``SupervisedTrainer`` that trains with Multiscale Gradient Estimation or Full-Multiscale.
 
-    Takes every argument of :class:`monai.engines.SupervisedTrainer` plus the strategy ones
-    (see :class:`~mge_monai.MultiscaleIteration`). With ``strategy="single"`` it runs
+    Takes every argument of :class:`monai.engines.SupervisedTrainer` plus the strategy ones of
+    :class:`~mge_monai.MultiscaleIteration` (the same names and defaults, listed below), which it
+    hands to the iteration it installs. With ``strategy="single"`` it runs
     ``SupervisedTrainer``'s own iteration and only adds cost accounting. In a bundle config::
 
         "trainer": {"_target_": "mge_monai.MultiscaleSupervisedTrainer", "strategy": "mge", ...}
@@ -45,28 +47,10 @@ class MultiscaleSupervisedTrainer(SupervisedTrainer):
         nonfinite: ``"raise"`` (default) or ``"skip"`` steps with a NaN/inf loss or gradient
             (see :class:`~mge_monai.MultiscaleIteration`); skips are counted in
             :attr:`skipped_steps` and ``engine.state.mge_skipped_steps``.
-        args, kwargs: :class:`~monai.engines.SupervisedTrainer`'s arguments.
+        args, kwargs: :class:`~monai.engines.SupervisedTrainer`'s arguments, and the options above.
     """
 
-    def __init__(
-        self,
-        *args: Any,
-        strategy: str | Strategy = "full-multiscale",
-        levels: int = 2,
-        mge_batch_size: int | None = None,
-        growth: float | None = None,
-        batch_sizes: Sequence[int] | None = None,
-        restriction: str = "area",
-        iterations: int | Sequence[int] | None = None,
-        mge_levels: int | None = None,
-        split: str = "nested",
-        size_multiple: int | None = None,
-        noise_sigma: float | None = None,
-        keep_noise_std: bool = True,
-        label_key: str = "label",
-        nonfinite: str = "raise",
-        **kwargs: Any,
-    ) -> None:
+    def __init__(self, *args: Any, strategy: str | Strategy = "full-multiscale", **kwargs: Any) -> None:
         if not has_ignite:
             raise ImportError(
                 "MultiscaleSupervisedTrainer runs on MONAI's ignite engines, which need pytorch-ignite: "
@@ -74,22 +58,8 @@ class MultiscaleSupervisedTrainer(SupervisedTrainer):
             )
         if kwargs.get("iteration_update") is not None:
             raise ValueError("MultiscaleSupervisedTrainer sets iteration_update itself; do not pass one")
-        self.multiscale = MultiscaleIteration(
-            strategy=strategy,
-            levels=levels,
-            mge_batch_size=mge_batch_size,
-            growth=growth,
-            batch_sizes=batch_sizes,
-            restriction=restriction,
-            iterations=iterations,
-            mge_levels=mge_levels,
-            split=split,
-            size_multiple=size_multiple,
-            noise_sigma=noise_sigma,
-            keep_noise_std=keep_noise_std,
-            label_key=label_key,
-            nonfinite=nonfinite,
-        )
+        options = {name: kwargs.pop(name) for name in _ITERATION_OPTIONS if name in kwargs}
+        self.multiscale = MultiscaleIteration(strategy=strategy, **options)
         kwargs["iteration_update"] = self.multiscale
         super().__init__(*args, **kwargs)
         self.multiscale.attach(self)
