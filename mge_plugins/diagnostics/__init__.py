@@ -15,9 +15,12 @@ from __future__ import annotations
 from .budget import run_cost, steps_within_budget
 from .curves import cost_to_target, quality_at_budget, ratio
 from .gradients import EstimatorVariance, LevelNorms, estimator_variance, flat_gradient, level_difference_norms
+from .load import LoadMonitor, LoadReport
 from .memory import SavedTensorMeter, peak_memory
 
 __all__ = [
+    "LoadMonitor",
+    "LoadReport",
     "EstimatorVariance",
     "LevelNorms",
     "SavedTensorMeter",
