@@ -330,8 +330,13 @@ def verify_checksum(obj: Any, path: str | os.PathLike[str] = "the checkpoint") -
 
 
 def _first_line(error: BaseException) -> str:
-    text = " ".join(str(error).split("\n")[0].split())
-    text = text if len(text) <= 160 else text[:157] + "..."
+    text = str(error)
+    if text.startswith("Weights only load failed"):  # torch's long preamble: keep what the unpickler found
+        details = [line.strip() for line in text.split("\n")[1:] if line.strip()]
+        details = [line for line in details if not line.startswith(("Please file", "Check the documentation"))]
+        text = details[0] if details else text
+    text = " ".join(text.split("\n")[0].split()).split(". ")[0]
+    text = text if len(text) <= 120 else text[:117] + "..."
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 

@@ -209,3 +209,17 @@ def test_a_pickle_that_would_run_code_is_refused_and_never_run(tmp_path: Path) -
     assert error.value.reason == "untrusted" and not marker.exists()
     load_checkpoint(path, trusted=True)  # on purpose: the payload runs, so the test above would catch it
     assert marker.exists()
+
+
+@pytest.mark.cuda
+def test_a_checkpoint_saved_from_the_gpu_verifies_when_loaded_on_the_cpu(tmp_path: Path) -> None:
+    model = torch.nn.Linear(64, 64).cuda()
+    torch.nn.init.constant_(model.weight, 1.5)
+    path = tmp_path / "gpu.pt"
+    atomic_save({"model": model.state_dict(), "bf16": torch.ones(3, device="cuda", dtype=torch.bfloat16)}, path)
+    loaded = load_checkpoint(path, map_location="cpu")  # the checksum does not depend on the device
+    assert loaded["model"]["weight"].device.type == "cpu"
+    assert load_checkpoint(path)["model"]["weight"].device.type == "cuda"
+    _flip_a_weight_byte(path, 1.5)
+    with pytest.raises(CheckpointError, match="is corrupted"):
+        load_checkpoint(path, map_location="cpu")
