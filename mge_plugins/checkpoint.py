@@ -210,13 +210,17 @@ def _hash_into(digest: Any, obj: Any, skip: str | None = None) -> None:
     if isinstance(obj, torch.Tensor):
         tensor = obj.detach()
         digest.update(f"T{tensor.dtype}{tuple(tensor.shape)}".encode())
-        if tensor.layout != torch.strided:
-            tensor = tensor.to_dense()
-        if tensor.is_quantized:
-            tensor = tensor.int_repr()
-        if tensor.numel() and tensor.device.type != "meta":
-            tensor = tensor.resolve_conj().resolve_neg().cpu().contiguous()
-            digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+        if not tensor.numel() or tensor.device.type == "meta":
+            return
+        try:
+            if tensor.layout != torch.strided:
+                tensor = tensor.to_dense()
+            if tensor.is_quantized:
+                tensor = tensor.int_repr()
+            data = tensor.resolve_conj().resolve_neg().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
+        except (RuntimeError, TypeError, NotImplementedError):  # e.g. a sharded tensor: its dtype and shape only
+            data = b"?"
+        digest.update(data)
     elif isinstance(obj, np.ndarray) and obj.dtype != object:
         digest.update(f"A{obj.dtype.str}{obj.shape}".encode())
         digest.update(np.ascontiguousarray(obj).reshape(-1).view(np.uint8))

@@ -42,8 +42,11 @@ def fresh_trainer(**kwargs) -> MultiscaleTrainer:
 def test_the_checkpoint_holds_what_deepinv_saves_plus_the_checksum(saved, tmp_path: Path) -> None:
     trainer, path = saved
     ours = torch.load(path, weights_only=True)  # tensors and plain containers only
-    trainer.save_path = str(tmp_path)
-    Trainer.save_model(trainer, "deepinv.pth.tar", 0)  # what deepinv's own save_model writes
+    save_path, trainer.save_path = trainer.save_path, str(tmp_path)
+    try:
+        Trainer.save_model(trainer, "deepinv.pth.tar", 0)  # what deepinv's own save_model writes
+    finally:
+        trainer.save_path = save_path
     theirs = torch.load(tmp_path / "deepinv.pth.tar", weights_only=True)
     assert set(ours) == set(theirs) | {"multiscale", CHECKSUM_KEY}
     for key, value in theirs.items():
