@@ -7,7 +7,7 @@ Swap ``SupervisedTrainer(`` for :class:`MultiscaleSupervisedTrainer` ``(``, or p
 from __future__ import annotations
 
 from .engines import MultiscaleIteration, MultiscaleSupervisedTrainer
-from .handlers import AtomicCheckpointSaver, make_atomic
+from .handlers import AtomicCheckpointSaver, VerifiedCheckpointLoader, make_atomic
 from .sampler import MultiscaleBatchSampler
 from .transforms import LevelPyramidd, RestrictLevel, RestrictLeveld, pyramid_key
 
@@ -19,6 +19,7 @@ __all__ = [
     "MultiscaleSupervisedTrainer",
     "RestrictLevel",
     "RestrictLeveld",
+    "VerifiedCheckpointLoader",
     "make_atomic",
     "pyramid_key",
 ]

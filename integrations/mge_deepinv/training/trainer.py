@@ -14,7 +14,14 @@ from deepinv.datasets.base import batch_as_dict
 from deepinv.utils import AverageMeter
 
 from mge_plugins import CostMeter, Strategy, build_strategy
-from mge_plugins.checkpoint import atomic_write, loader_generators, rng_state, set_rng_state
+from mge_plugins.checkpoint import (
+    add_checksum,
+    atomic_write,
+    load_checkpoint,
+    loader_generators,
+    rng_state,
+    set_rng_state,
+)
 from mge_plugins.checks import check_batch_rank, check_dataset_length, warn_batchnorm
 from mge_plugins.distributed import is_main_process, set_loader_epoch
 from mge_plugins.host_step import MultiscaleStep, host_options, validate_host_options
@@ -68,6 +75,9 @@ class MultiscaleTrainer(Trainer):
         term and level when a level's loss or the accumulated gradient is NaN/inf, with the weights
         and optimizer state untouched; ``"skip"`` such steps (no optimizer step, one warning, counted
         in :attr:`skipped_steps`). With ``mixed_precision``, gradients are left to the ``GradScaler``.
+    :param bool trust_checkpoint: let ``ckpt_pretrained`` unpickle any object (``weights_only=False``),
+        which runs whatever code the file holds; only for a trusted file that holds more than tensors and
+        plain containers. By default (``False``) such a file is refused with an error saying so.
     """
 
     strategy: str | Strategy = "full-multiscale"
@@ -83,6 +93,7 @@ class MultiscaleTrainer(Trainer):
     size_multiple: int | None = None
     split: str = "nested"
     nonfinite: str = "raise"
+    trust_checkpoint: bool = False
 
     def __post_init__(self) -> None:
         validate_host_options(self)
@@ -429,12 +440,14 @@ class MultiscaleTrainer(Trainer):
         return generators
 
     def save_model(self, filename, epoch, state=None) -> None:
-        """Deepinv's checkpoint plus what an exact resume needs, written atomically.
+        """Deepinv's checkpoint plus what an exact resume needs, with a checksum, written atomically.
 
         Adds the strategy, the cost counters, the global step, the AMP scaler and every random
         stream (PyTorch, CUDA, NumPy, Python, the loaders', physics generators' and noise models'
-        generators). The file is written to a temporary file in the same folder, synced and
-        renamed, so a kill during the save leaves the previous checkpoints intact.
+        generators) to the entries deepinv 0.5.0's ``Trainer.save_model`` writes, and a SHA-256
+        checksum of it all (:func:`mge_plugins.checkpoint.add_checksum`), which :meth:`load_model`
+        verifies. The file is written to a temporary file in the same folder, synced and renamed,
+        so a kill during the save leaves the previous checkpoints intact.
         """
         if not is_main_process():  # only rank 0 writes
             return
@@ -450,18 +463,77 @@ class MultiscaleTrainer(Trainer):
                 "rng": rng_state(self._owned_generators()),
             }
         if not self.save_path:
-            super().save_model(filename, epoch, state=state)
             return
+        # What deepinv 0.5.0's Trainer.save_model writes (tests/deepinv/test_checkpoint_safety.py compares them).
+        state = state | {
+            "epoch": epoch,
+            "state_dict": self.model.state_dict(),
+            "loss": self.loss_history,
+            "train_metrics": self.train_metrics_history,
+            "eval_loss": self.eval_loss_history,
+            "eval_metrics": self.eval_metrics_history,
+            "optimizer": self.optimizer.state_dict() if self.optimizer else None,
+            "scheduler": self.scheduler.state_dict() if self.scheduler else None,
+        }
+        if self.wandb_vis:
+            import wandb
+
+            state["wandb_id"] = wandb.run.id
+        if self.mlflow_vis:
+            import mlflow
+
+            state["mlflow_id"] = mlflow.active_run().info.run_id
         with atomic_write(Path(self.save_path) / filename) as tmp:
-            super().save_model(tmp.name, epoch, state=state)
+            torch.save(add_checksum(state), tmp)
 
     def load_model(self, ckpt_pretrained=None, strict: bool = True):
-        """Deepinv's resume (model, optimizer, scheduler, epoch), then the rest of the saved state.
+        """Deepinv's resume (model, optimizer, scheduler, epoch), read safely, then the rest of the saved state.
 
-        The stage follows from the restored epoch; the cost counters, the AMP scaler and the
-        random streams are restored by :meth:`setup_train`, right before the next epoch starts.
+        The file is read with ``torch.load(weights_only=True)`` (through
+        :func:`mge_plugins.checkpoint.load_checkpoint`), so a crafted checkpoint cannot run code,
+        and its checksum is verified; an empty, truncated, corrupted or untrusted file raises a
+        one-line :class:`mge_plugins.checkpoint.CheckpointError` naming it. A trusted file that
+        holds other pickled objects loads with ``trust_checkpoint=True``. The state is then applied
+        as deepinv 0.5.0's ``Trainer.load_model`` applies it. The stage follows from the restored
+        epoch; the cost counters, the AMP scaler and the random streams are restored by
+        :meth:`setup_train`, right before the next epoch starts.
+
+        :param str ckpt_pretrained: checkpoint file; ``None`` loads the ``ckpt_pretrained`` given
+            to the trainer, once.
+        :param bool strict: strict loading of the model's weights.
+        :return: the checkpoint dictionary, or ``None`` when there is nothing to load.
         """
-        checkpoint = super().load_model(ckpt_pretrained, strict=strict)
-        if checkpoint is not None and "multiscale" in checkpoint:
+        if ckpt_pretrained is None and self.ckpt_pretrained is not None:
+            ckpt_pretrained = self.ckpt_pretrained
+            self.ckpt_pretrained = None  # loaded once
+        if ckpt_pretrained is None:
+            return None
+        checkpoint = load_checkpoint(
+            ckpt_pretrained,
+            map_location=self.device,
+            trusted=self.trust_checkpoint,
+            trust_hint="pass MultiscaleTrainer(..., trust_checkpoint=True)",
+        )
+        self.model.load_state_dict(checkpoint["state_dict"], strict=strict)
+        msg = "Model"
+        if "optimizer" in checkpoint and self.optimizer is not None:
+            self.optimizer.load_state_dict(checkpoint["optimizer"])
+            msg += ", optimizer"
+        if "scheduler" in checkpoint and self.scheduler is not None:
+            self.scheduler.load_state_dict(checkpoint["scheduler"])
+            msg += ", scheduler"
+        if "wandb_id" in checkpoint and self.wandb_vis:
+            self.wandb_setup["id"] = checkpoint["wandb_id"]
+            self.wandb_setup["resume"] = "allow"
+            msg += ", wandb_id"
+        if "mlflow_id" in checkpoint and self.mlflow_vis:
+            self.mlflow_setup["run_id"] = checkpoint["mlflow_id"]
+            msg += ", mlflow_id"
+        if "epoch" in checkpoint:
+            self.epoch_start = checkpoint["epoch"] + 1
+            msg += ", epoch_start"
+        if self.verbose:
+            print(f"{msg} successfully loaded from checkpoint: {ckpt_pretrained}")
+        if "multiscale" in checkpoint:
             self._resumed_multiscale_state = checkpoint["multiscale"]  # applied by setup_train
         return checkpoint

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from .checkpoint import AtomicCheckpointSaver, make_atomic
+from .checkpoint import AtomicCheckpointSaver, VerifiedCheckpointLoader, make_atomic
 
-__all__ = ["AtomicCheckpointSaver", "make_atomic"]
+__all__ = ["AtomicCheckpointSaver", "VerifiedCheckpointLoader", "make_atomic"]
