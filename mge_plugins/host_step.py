@@ -19,6 +19,7 @@ does the rest, the same way for every host:
 
 from __future__ import annotations
 
+import json
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -37,7 +38,14 @@ from .estimator import MGEStepStats, mge_backward
 from .nonfinite import NonFiniteError, NonFinitePolicy
 from .strategies import StepPlan, Strategy, StrategyOptions, get_strategy
 
-__all__ = ["HOST_OPTIONS", "MultiscaleStep", "StepOutcome", "host_options", "validate_host_options"]
+__all__ = [
+    "HOST_OPTIONS",
+    "MultiscaleStep",
+    "StepOutcome",
+    "check_resumed_strategy",
+    "host_options",
+    "validate_host_options",
+]
 
 IndexLoss = Callable[[slice, int], torch.Tensor]
 """``level_loss(indices, level) -> scalar``: mean loss of the loaded samples ``indices`` posed at ``level``."""
@@ -363,3 +371,51 @@ def validate_host_options(host: Any) -> None:
         )
     StrategyOptions(**host_options(host))
     NonFinitePolicy.of(host.nonfinite)
+
+
+def _strategy_summary(described: dict[str, Any]) -> str:
+    """A one-line view of :meth:`Strategy.describe`'s data, for messages."""
+    name = described.get("strategy", "?")
+    if "stages" in described:
+        stages = ", ".join(f"L{s['level']}x{s['stop'] - s['start']}{s['batch_sizes']}" for s in described["stages"])
+        return f"{name!r} (stages {stages})"
+    plan = described.get("plan", {})
+    return f"{name!r} (level {plan.get('level')}, terms {plan.get('batch_sizes')})"
+
+
+def check_resumed_strategy(saved: dict[str, Any] | None, strategy: Strategy, *, allow_change: bool = False) -> bool:
+    """Compare the strategy a checkpoint was trained with against the one a resumed run builds.
+
+    A resumed run applies its own plan from the restored step: with another strategy (or other
+    levels, sizes or stages) it would silently train a schedule nobody chose and mix the cost
+    record of two runs.
+
+    Args:
+        saved: the checkpoint's ``strategy.describe()``.
+        strategy: the strategy of the resumed run.
+        allow_change: accept a different strategy (fine-tuning from another one); the cost record
+            then starts again, and a warning says so.
+
+    Returns:
+        Whether the checkpoint's cost record may be continued.
+
+    Raises:
+        ValueError: for a different strategy without ``allow_change``, naming both.
+    """
+    if saved is None:
+        return True
+    current = strategy.describe()
+    if json.dumps(saved, sort_keys=True, default=str) == json.dumps(current, sort_keys=True, default=str):
+        return True
+    if not allow_change:
+        raise ValueError(
+            f"the checkpoint was trained with strategy {_strategy_summary(saved)} but this run builds "
+            f"{_strategy_summary(current)}; resume with the same strategy options (and the same run length), or pass "
+            "allow_strategy_change=True to fine-tune from it with the new strategy (the cost record then starts again)"
+        )
+    warnings.warn(
+        f"resuming a checkpoint of strategy {_strategy_summary(saved)} with {_strategy_summary(current)} "
+        "(allow_strategy_change=True): the cost record starts again at zero",
+        stacklevel=3,
+    )
+    return False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ from mge_plugins.checkpoint import (
 )
 from mge_plugins.checks import check_batch_rank, check_dataset_length, warn_batchnorm
 from mge_plugins.distributed import is_main_process, set_loader_epoch
-from mge_plugins.host_step import MultiscaleStep, host_options, validate_host_options
+from mge_plugins.host_step import MultiscaleStep, check_resumed_strategy, host_options, validate_host_options
 from mge_plugins.schedule import halving_split
 
 from .levels import LevelPoser, check_losses, level_losses, slice_physics
@@ -75,6 +76,9 @@ class MultiscaleTrainer(Trainer):
         term and level when a level's loss or the accumulated gradient is NaN/inf, with the weights
         and optimizer state untouched; ``"skip"`` such steps (no optimizer step, one warning, counted
         in :attr:`skipped_steps`). With ``mixed_precision``, gradients are left to the ``GradScaler``.
+    :param bool allow_strategy_change: resume a checkpoint trained with another strategy (other name,
+        levels, sizes or stages), to fine-tune from it; the cost record then starts again. By default
+        (``False``) such a resume is refused, naming both strategies.
     :param bool trust_checkpoint: let ``ckpt_pretrained`` unpickle any object (``weights_only=False``),
         which runs whatever code the file holds; only for a trusted file that holds more than tensors and
         plain containers. By default (``False``) such a file is refused with an error saying so.
@@ -94,6 +98,7 @@ class MultiscaleTrainer(Trainer):
     split: str = "nested"
     nonfinite: str = "raise"
     trust_checkpoint: bool = False
+    allow_strategy_change: bool = False
 
     def __post_init__(self) -> None:
         validate_host_options(self)
@@ -144,11 +149,24 @@ class MultiscaleTrainer(Trainer):
             spatial_dims=self._spatial_dims(),
         )
         checkpoint_state = getattr(self, "_resumed_multiscale_state", None)
+        plain = getattr(self, "_resumed_plain_checkpoint", None)
+        if plain is not None:
+            self._resumed_plain_checkpoint = None
+            warnings.warn(
+                f"{plain} has no multiscale state (a plain deepinv checkpoint): the weights, the optimizer and the "
+                "epoch are restored, but not the random streams (the run will not repeat an uninterrupted one "
+                "exactly) nor the cost record, which starts at zero",
+                stacklevel=2,
+            )
         if checkpoint_state is not None:
             self._resumed_multiscale_state = None
-            self.cost.load_state_dict(checkpoint_state["cost"])
-            self.train_seconds = checkpoint_state.get("train_seconds", 0.0)
-            self.history = list(checkpoint_state.get("history", []))
+            keep = check_resumed_strategy(
+                checkpoint_state.get("strategy"), strategy, allow_change=self.allow_strategy_change
+            )
+            if keep:
+                self.cost.load_state_dict(checkpoint_state["cost"])
+                self.train_seconds = checkpoint_state.get("train_seconds", 0.0)
+                self.history = list(checkpoint_state.get("history", []))
             if checkpoint_state.get("scaler") and self.scaler.is_enabled():
                 self.scaler.load_state_dict(checkpoint_state["scaler"])
             if "rng" in checkpoint_state:  # last: nothing may draw between here and the next epoch's loader
@@ -536,4 +554,6 @@ class MultiscaleTrainer(Trainer):
             print(f"{msg} successfully loaded from checkpoint: {ckpt_pretrained}")
         if "multiscale" in checkpoint:
             self._resumed_multiscale_state = checkpoint["multiscale"]  # applied by setup_train
+        else:
+            self._resumed_plain_checkpoint = str(ckpt_pretrained)
         return checkpoint

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any
@@ -13,7 +14,7 @@ from monai.utils.enums import CommonKeys as Keys
 from mge_plugins import CostMeter, Strategy, build_strategy, restrict, restricted_randn
 from mge_plugins.batching import slice_batch
 from mge_plugins.checks import check_batch_rank, check_dataset_length, warn_batchnorm
-from mge_plugins.host_step import MultiscaleStep, host_options, validate_host_options
+from mge_plugins.host_step import MultiscaleStep, check_resumed_strategy, host_options, validate_host_options
 
 from ..transforms.level import pyramid_key
 
@@ -27,6 +28,7 @@ __all__ = ["MultiscaleIteration"]
 
 STATE_KEY = "mge_cost"
 SKIPPED_KEY = "mge_skipped_steps"
+STRATEGY_KEY = "mge_strategy"
 
 
 class MultiscaleIteration:
@@ -69,6 +71,10 @@ class MultiscaleIteration:
         keep_noise_std: with ``noise_sigma``, keep the per-pixel std on coarse levels (default)
             or let it fall as the restricted noise does (``sigma / 2**(d/2)`` per level).
         label_key: key of the clean image in the batch, for the cached pyramid.
+        allow_strategy_change: resume a checkpoint trained with another strategy (other name,
+            levels, sizes or stages), to fine-tune from it; the cost record then starts again. By
+            default such a resume is refused, naming both strategies (the strategy travels in
+            ``engine.state.mge_strategy``).
         nonfinite: ``"raise"`` (default) a :class:`mge_plugins.NonFiniteError` naming the term
             and level when a level's loss or the accumulated gradient is NaN/inf, with the
             weights and optimizer state untouched; ``"skip"`` such iterations (no optimizer step,
@@ -92,9 +98,11 @@ class MultiscaleIteration:
         keep_noise_std: bool = True,
         label_key: str = "label",
         nonfinite: str = "raise",
+        allow_strategy_change: bool = False,
     ) -> None:
         self.strategy = strategy
         self.nonfinite = nonfinite
+        self.allow_strategy_change = allow_strategy_change
         self.noise_sigma = noise_sigma
         self.keep_noise_std = keep_noise_std
         self.label_key = label_key
@@ -134,7 +142,7 @@ class MultiscaleIteration:
             warn_batchnorm(
                 engine.network, "norm='instance' or norm='group' in MONAI networks, e.g. UNet(..., norm='instance')"
             )
-        for key, default in ((STATE_KEY, None), (SKIPPED_KEY, 0)):
+        for key, default in ((STATE_KEY, None), (SKIPPED_KEY, 0), (STRATEGY_KEY, None)):
             if key not in engine._state_dict_user_keys:
                 engine._state_dict_user_keys.append(key)
             if not hasattr(engine.state, key):
@@ -169,8 +177,20 @@ class MultiscaleIteration:
         baseline = loaded if strategy.name == "single" else max(strategy.max_batch_sizes)
         self.cost = CostMeter(dims, baseline_batch_size=baseline)
         saved = getattr(engine.state, STATE_KEY, None)
-        if saved:
+        keep = check_resumed_strategy(
+            getattr(engine.state, STRATEGY_KEY, None), strategy, allow_change=self.allow_strategy_change
+        )
+        if saved and keep:
             self.cost.load_state_dict(saved)
+        setattr(engine.state, STRATEGY_KEY, strategy.describe())
+        done = engine.state.iteration - 1
+        if done > 0 and done % engine.state.epoch_length:
+            warnings.warn(
+                f"resumed mid-epoch, after iteration {done} of epochs of {engine.state.epoch_length}: ignite starts "
+                "the epoch's data again from its beginning, so this run will not repeat an uninterrupted one; save "
+                "checkpoints at epoch ends (CheckpointSaver(save_interval=..., epoch_level=True))",
+                stacklevel=2,
+            )
         step = MultiscaleStep(
             strategy,
             self.cost,
