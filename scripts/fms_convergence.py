@@ -11,7 +11,9 @@ full resolution on held-out crops. A run is ``name:steps`` where ``name`` is one
   final full-resolution phase of ``F`` % of the steps with single-scale batches (SlowFast's last
   full-resolution phase);
 - ``cwF``: "constant work": coarse stages with batches growing ``2**d`` per level (every step costs
-  what a fine step costs), halving split, then a final single-scale phase of ``F`` %.
+  what a fine step costs), halving split, then a final single-scale phase of ``F`` %;
+- a trailing ``r`` (``fms25r``): the final phase restarts the learning rate at ``--restart-lr`` times
+  the peak, with its own cosine decay (the coarse stages decay as if the run ended with them).
 
     python scripts/fms_convergence.py --size 64 --levels 2 --runs single:300,single:600,fms:600,fms25:600
     python scripts/fms_convergence.py --size 128 --levels 3 --runs single:2400,fms25:2400 --out results/study
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import sys
 import time
@@ -69,7 +72,7 @@ class Phased(Strategy):
 
 def make_strategy(name: str, steps: int, args: argparse.Namespace) -> Strategy:
     """The strategy of run ``name`` over ``steps`` steps."""
-    match = re.fullmatch(r"(single|fms|pr|cw)(\d*)", name)
+    match = re.fullmatch(r"(single|fms|pr|cw)(\d*)r?", name)
     if match is None:
         raise SystemExit(f"unknown run {name!r}; use single, fms, pr, fmsF, prF or cwF (F = fine-phase percent)")
     kind, percent = match.group(1), int(match.group(2) or 0)
@@ -107,7 +110,18 @@ def run(name: str, steps: int, args: argparse.Namespace, test: tuple[torch.Tenso
     crops = RandomCrops(bundled_images(TRAIN_IMAGES), args.size, args.seed)
     strategy = make_strategy(name, steps, args)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+    split = getattr(strategy, "split", steps)
+    if name.endswith("r") and split < steps:
+        restart = args.restart_lr
+
+        def factor(t: int) -> float:
+            if t < split:
+                return 0.5 * (1 + math.cos(math.pi * t / split))
+            return restart * 0.5 * (1 + math.cos(math.pi * (t - split) / (steps - split)))
+
+        scheduler: torch.optim.lr_scheduler.LRScheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    else:
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
     pose = make_pose(args.sigma)
 
     def level_loss(clean: torch.Tensor, level: int) -> torch.Tensor:
@@ -148,6 +162,9 @@ def main() -> None:
     parser.add_argument("--depth", type=int, default=5, help="convolutions (default: %(default)s)")
     parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default: %(default)s)")
     parser.add_argument("--sigma", type=float, default=0.1, help="noise level (default: %(default)s)")
+    parser.add_argument(
+        "--restart-lr", type=float, default=0.5, help="final-phase restart, x peak (default: %(default)s)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=Path("results/fms_convergence"), help="(default: %(default)s)")
