@@ -14,6 +14,7 @@ that use it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -159,11 +160,11 @@ def mge_backward(
     Raises:
         ValueError: for an empty batch list, an empty batch, or a ``level_loss`` that does not
             return a differentiable scalar.
-        NonFiniteError: (a ``FloatingPointError``) when a level's loss is not finite, raised
-            before that loss is backpropagated, or when the gradients of ``parameters`` are not
-            finite after the last pass; it names the term, its levels and the first parameter
-            concerned. The gradients accumulated so far are then invalid: zero them and take
-            no optimizer step.
+        NonFiniteError: (a ``FloatingPointError``) when a level's loss is not finite, or when
+            the gradients of ``parameters`` are not finite after the last pass; it names the
+            first term and level concerned (losses first), and the first parameter. All checks
+            are read with one device sync after the last pass. The gradients accumulated so far
+            are then invalid: zero them and take no optimizer step.
 
     Example:
         >>> from mge_plugins import restrict
@@ -197,12 +198,15 @@ def mge_backward(
         return nullcontext() if no_sync is None or final else no_sync()
 
     named = _named_parameters(parameters)
-    finite_after: list[torch.Tensor] = []  # one flag per term, read with one sync at the end
+    finite_after: list[torch.Tensor] = []  # one flag per term
+    seen: list[tuple[int, int, torch.Tensor]] = []  # (term, level, loss) of every pass
+    # Every check is read with one device sync at the end of the step, not one per pass. A
+    # non-finite loss is backpropagated meanwhile, which only touches .grad: the error is raised
+    # before any optimizer step, the gradients are then cleared, and under DDP every rank sees
+    # the same non-finite gradients after the all-reduce, so all ranks stop alike.
 
     def checked(value: torch.Tensor, k: int, level: int) -> torch.Tensor:
-        if not bool(torch.isfinite(value.detach())):
-            levels = term_levels(k, last + 1, base_level)
-            raise NonFiniteError(k, levels, "loss", level=level, value=float(value.detach()))
+        seen.append((k, level, value.detach()))
         return value
 
     for k, batch in enumerate(batches):
@@ -229,13 +233,19 @@ def mge_backward(
         if named:
             finite_after.append(_all_finite([p.grad for _, p in named if p.grad is not None]))
     assert fine_loss is not None
+    parts = [torch.stack([v for *_, v in seen]).double(), torch.stack(values).double()]
     if finite_after:
-        flags = torch.stack([f.cpu() for f in finite_after]).tolist()
-        if not all(flags):
-            k = flags.index(False)
-            first = next((n for n, p in named if p.grad is not None and not bool(torch.isfinite(p.grad).all())), None)
-            raise NonFiniteError(k, term_levels(k, last + 1, base_level), "gradient", parameter=first)
-    term_values = torch.stack(values).tolist()
+        parts.append(torch.stack([f.to(parts[0].device) for f in finite_after]).double())
+    read = torch.cat(parts).cpu().tolist()  # the one sync of the step
+    losses, term_values = read[: len(seen)], read[len(seen) : len(seen) + len(values)]
+    flags = read[len(seen) + len(values) :]
+    for (k, level, _), loss in zip(seen, losses, strict=True):
+        if not math.isfinite(loss):
+            raise NonFiniteError(k, term_levels(k, last + 1, base_level), "loss", level=level, value=loss)
+    if flags and not all(flags):
+        k = flags.index(0.0)
+        first = next((n for n, p in named if p.grad is not None and not bool(torch.isfinite(p.grad).all())), None)
+        raise NonFiniteError(k, term_levels(k, last + 1, base_level), "gradient", parameter=first)
     dims = spatial_dims if spatial_dims is not None else _infer_spatial_dims(batches[0])
     cost = StepCost(
         step_work_units(sizes, base_level=base_level, spatial_dims=dims),

@@ -1,8 +1,8 @@
 """What a training step does when a loss or a gradient is not finite: raise, or skip the step.
 
 A non-finite value at any level would spread into every weight at the next optimizer step, so
-:func:`~mge_plugins.mge_backward` checks each level's loss before its backward pass and the
-accumulated gradients after the last pass, and raises :class:`NonFiniteError` naming the term,
+:func:`~mge_plugins.mge_backward` checks each level's loss and the accumulated gradients, all
+read with one device sync after the last pass, and raises :class:`NonFiniteError` naming the term,
 its levels and (for gradients) the first parameter concerned. The hosts (``mge_step``, the
 DeepInverse and MONAI trainers) turn that error into one of two policies:
 

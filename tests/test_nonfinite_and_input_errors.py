@@ -217,7 +217,8 @@ def test_nonfinite_raise_names_term_and_level_and_leaves_the_weights(entry, at, 
     term, level = ORDER[at]
     assert info.value.term == term and info.value.quantity == kind
     assert info.value.level == (level if kind == "loss" else None)
-    assert injector.calls == at + 1 if kind == "loss" else injector.calls >= at + 1  # nothing after a bad loss
+    # The checks are read once, after the step's last pass (one device sync per step), so every pass ran.
+    assert injector.calls == len(ORDER)
 
 
 @pytest.mark.parametrize("entry", ENTRY_POINTS)
