@@ -23,6 +23,7 @@ __all__ = [
     "check_ranks_agree",
     "ddp_no_sync",
     "is_main_process",
+    "mean_over_ranks",
     "plan_fingerprint",
     "rank",
     "set_loader_epoch",
@@ -122,3 +123,12 @@ def set_loader_epoch(loaders: Iterable[Any], epoch: int) -> None:
             if sampler is not None and id(sampler) not in seen and hasattr(sampler, "set_epoch"):
                 seen.add(id(sampler))
                 sampler.set_epoch(epoch)
+
+
+def mean_over_ranks(values: list[float]) -> list[float]:
+    """The mean of ``values`` over the ranks (one all-reduce); ``values`` itself without DDP."""
+    if world_size() == 1:
+        return list(values)
+    tensor = torch.tensor(values, dtype=torch.float64).to(_collective_device())
+    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return (tensor / world_size()).tolist()

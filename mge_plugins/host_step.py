@@ -33,7 +33,7 @@ from .batching import fit_sizes, term_slices
 from .checks import check_network
 from .cost import CostMeter, StepCost, measure_level_flops, step_work_units
 from .coupling import CoupledRandomness
-from .distributed import check_ranks_agree, ddp_no_sync, plan_fingerprint
+from .distributed import check_ranks_agree, ddp_no_sync, mean_over_ranks, plan_fingerprint
 from .estimator import MGEStepStats, mge_backward
 from .nonfinite import NonFiniteError, NonFinitePolicy
 from .strategies import StepPlan, Strategy, StrategyOptions, get_strategy
@@ -117,6 +117,7 @@ class MultiscaleStep:
         self.spatial_dims = spatial_dims
         self.checked = False
         self._weights_checked: tuple[str, ...] | None = None
+        self.last_allocation: Any = None
         if warn_cost:
             self._warn_if_dearer()
 
@@ -266,6 +267,18 @@ class MultiscaleStep:
             return self.skipped(plan)
         self.policy.passed()
         self.meter.add(plan.batch_sizes, plan.level)
+        observe = getattr(self.strategy, "observe", None)
+        if observe is not None and self.strategy.due(step):  # an adaptive allocation measures after the step
+            with nullcontext() if no_sync is None else no_sync():
+                self.last_allocation = observe(
+                    step,
+                    level_loss,
+                    model,
+                    loaded,
+                    self.meter.flops_per_sample or None,
+                    owned,
+                    mean_over_ranks if no_sync is not None else None,
+                )
         return StepOutcome(plan, stats=stats)
 
     def skipped(self, plan: StepPlan) -> StepOutcome:
@@ -334,6 +347,8 @@ HOST_OPTIONS: dict[str, str] = {
     "iterations": "iterations",
     "mge_levels": "mge_levels",
     "split": "split",
+    "allocation": "allocation",
+    "reestimate_every": "reestimate_every",
 }
 """The strategy options every host takes, by the host's attribute name, with their :class:`StrategyOptions` field."""
 

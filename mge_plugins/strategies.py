@@ -41,6 +41,7 @@ __all__ = [
 ]
 
 ENTRY_POINT_GROUP = "mge_plugins.strategies"
+ALLOCATIONS: tuple[str, ...] = ("fixed", "adaptive")
 
 
 @dataclass(frozen=True)
@@ -206,6 +207,10 @@ class StrategyOptions:
         mge_levels: Full-Multiscale's cap on MGE levels inside a stage (``0`` = no MGE).
         loaded_batch_size: samples per loaded batch, or ``None`` when the sizes are free.
         split: ``"nested"`` or ``"disjoint"`` per-term batches.
+        allocation: ``"fixed"`` per-term sizes, or ``"adaptive"`` (``"mge"`` only): sizes and levels
+            re-chosen every ``reestimate_every`` steps by the multilevel Monte Carlo rule from
+            measured per-level gradient variances (:class:`~mge_plugins.allocation.AdaptiveMGEStrategy`).
+        reestimate_every: steps between measurements of the adaptive allocation.
 
     Raises:
         ValueError: for a value no strategy can use, naming the option and the fix.
@@ -221,6 +226,8 @@ class StrategyOptions:
     mge_levels: int | None = None
     loaded_batch_size: int | None = None
     split: str = "nested"
+    allocation: str = "fixed"
+    reestimate_every: int = 100
 
     def __post_init__(self) -> None:
         _check_int("levels", self.levels, 0)
@@ -233,6 +240,9 @@ class StrategyOptions:
                 f"unknown restriction {self.restriction!r}{hint}; use one of "
                 f"{', '.join(map(repr, RESTRICTION_METHODS))}"
             )
+        if self.allocation not in ALLOCATIONS:
+            raise ValueError(f"unknown allocation {self.allocation!r}; use one of {', '.join(map(repr, ALLOCATIONS))}")
+        _check_int("reestimate_every", self.reestimate_every, 1)
         if self.split not in SPLIT_MODES:
             raise ValueError(f"unknown split {self.split!r}; use one of {', '.join(map(repr, SPLIT_MODES))}")
         if self.growth is not None and not (isinstance(self.growth, (int, float)) and 1 <= self.growth < math.inf):
@@ -322,7 +332,18 @@ def _single(options: StrategyOptions) -> Strategy:
 
 
 def _mge(options: StrategyOptions) -> Strategy:
-    return MGEStrategy(options.mge_config(options.levels))
+    config = options.mge_config(options.levels)
+    if options.allocation == "adaptive":
+        from .allocation import AdaptiveMGEStrategy
+
+        return AdaptiveMGEStrategy(
+            config.batch_sizes,
+            every=options.reestimate_every,
+            bound=options.loaded_batch_size,
+            restriction=options.restriction,
+            spatial_dims=options.spatial_dims,
+        )
+    return MGEStrategy(config)
 
 
 def _full_multiscale(options: StrategyOptions) -> Strategy:

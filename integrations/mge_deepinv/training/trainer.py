@@ -76,6 +76,10 @@ class MultiscaleTrainer(Trainer):
         term and level when a level's loss or the accumulated gradient is NaN/inf, with the weights
         and optimizer state untouched; ``"skip"`` such steps (no optimizer step, one warning, counted
         in :attr:`skipped_steps`). With ``mixed_precision``, gradients are left to the ``GradScaler``.
+    :param str allocation: ``"fixed"`` (default) per-term sizes, or ``"adaptive"`` for ``"mge"``: the
+        sizes and the number of levels are re-chosen every ``reestimate_every`` steps from measured
+        per-level gradient variances (:class:`mge_plugins.allocation.AdaptiveMGEStrategy`).
+    :param int reestimate_every: steps between measurements of the adaptive allocation.
     :param bool allow_strategy_change: resume a checkpoint trained with another strategy (other name,
         levels, sizes or stages), to fine-tune from it; the cost record then starts again. By default
         (``False``) such a resume is refused, naming both strategies.
@@ -99,6 +103,8 @@ class MultiscaleTrainer(Trainer):
     nonfinite: str = "raise"
     trust_checkpoint: bool = False
     allow_strategy_change: bool = False
+    allocation: str = "fixed"
+    reestimate_every: int = 100
 
     def __post_init__(self) -> None:
         validate_host_options(self)
@@ -163,6 +169,8 @@ class MultiscaleTrainer(Trainer):
             keep = check_resumed_strategy(
                 checkpoint_state.get("strategy"), strategy, allow_change=self.allow_strategy_change
             )
+            if keep and "allocation" in checkpoint_state and hasattr(strategy, "load_state_dict"):
+                strategy.load_state_dict(checkpoint_state["allocation"])
             if keep:
                 self.cost.load_state_dict(checkpoint_state["cost"])
                 self.train_seconds = checkpoint_state.get("train_seconds", 0.0)
@@ -480,6 +488,8 @@ class MultiscaleTrainer(Trainer):
                 "scaler": self.scaler.state_dict(),
                 "rng": rng_state(self._owned_generators()),
             }
+            if hasattr(self.multiscale.strategy, "state_dict"):
+                state["multiscale"]["allocation"] = self.multiscale.strategy.state_dict()
         if not self.save_path:
             return
         # What deepinv 0.5.0's Trainer.save_model writes (tests/deepinv/test_checkpoint_safety.py compares them).

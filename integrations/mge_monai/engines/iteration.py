@@ -29,6 +29,7 @@ __all__ = ["MultiscaleIteration"]
 STATE_KEY = "mge_cost"
 SKIPPED_KEY = "mge_skipped_steps"
 STRATEGY_KEY = "mge_strategy"
+ALLOCATION_KEY = "mge_allocation"
 
 
 class MultiscaleIteration:
@@ -71,6 +72,10 @@ class MultiscaleIteration:
         keep_noise_std: with ``noise_sigma``, keep the per-pixel std on coarse levels (default)
             or let it fall as the restricted noise does (``sigma / 2**(d/2)`` per level).
         label_key: key of the clean image in the batch, for the cached pyramid.
+        allocation: ``"fixed"`` (default) per-term sizes, or ``"adaptive"`` for ``"mge"``: sizes
+            and levels re-chosen every ``reestimate_every`` iterations from measured per-level
+            gradient variances; the choices travel in ``engine.state.mge_allocation``.
+        reestimate_every: iterations between measurements of the adaptive allocation.
         allow_strategy_change: resume a checkpoint trained with another strategy (other name,
             levels, sizes or stages), to fine-tune from it; the cost record then starts again. By
             default such a resume is refused, naming both strategies (the strategy travels in
@@ -99,10 +104,14 @@ class MultiscaleIteration:
         label_key: str = "label",
         nonfinite: str = "raise",
         allow_strategy_change: bool = False,
+        allocation: str = "fixed",
+        reestimate_every: int = 100,
     ) -> None:
         self.strategy = strategy
         self.nonfinite = nonfinite
         self.allow_strategy_change = allow_strategy_change
+        self.allocation = allocation
+        self.reestimate_every = reestimate_every
         self.noise_sigma = noise_sigma
         self.keep_noise_std = keep_noise_std
         self.label_key = label_key
@@ -142,7 +151,7 @@ class MultiscaleIteration:
             warn_batchnorm(
                 engine.network, "norm='instance' or norm='group' in MONAI networks, e.g. UNet(..., norm='instance')"
             )
-        for key, default in ((STATE_KEY, None), (SKIPPED_KEY, 0), (STRATEGY_KEY, None)):
+        for key, default in ((STATE_KEY, None), (SKIPPED_KEY, 0), (STRATEGY_KEY, None), (ALLOCATION_KEY, None)):
             if key not in engine._state_dict_user_keys:
                 engine._state_dict_user_keys.append(key)
             if not hasattr(engine.state, key):
@@ -182,6 +191,9 @@ class MultiscaleIteration:
         )
         if saved and keep:
             self.cost.load_state_dict(saved)
+        allocation = getattr(engine.state, ALLOCATION_KEY, None)
+        if allocation and keep and hasattr(strategy, "load_state_dict"):
+            strategy.load_state_dict(allocation)
         setattr(engine.state, STRATEGY_KEY, strategy.describe())
         done = engine.state.iteration - 1
         if done > 0 and done % engine.state.epoch_length:
@@ -316,6 +328,8 @@ class MultiscaleIteration:
         return restrict(targets[start:stop], level, self.restriction)
 
     def _account(self, engine: Engine) -> None:
+        if self.multiscale is not None and hasattr(self.multiscale.strategy, "state_dict"):
+            setattr(engine.state, ALLOCATION_KEY, self.multiscale.strategy.state_dict())
         setattr(engine.state, STATE_KEY, self.cost.state_dict())
         if isinstance(engine.state.output, dict):
             engine.state.output["mge_work_saving"] = self.cost.saving

@@ -1,0 +1,346 @@
+r"""Variance-optimal per-level batches, measured online (multilevel Monte Carlo allocation).
+
+MGE's per-step variance is :math:`\sum_k V_k / N_k`, where :math:`V_k` is the per-sample variance
+(trace of the covariance) of term :math:`k`'s gradient, :math:`\nabla\ell_k - \nabla\ell_{k+1}`
+for :math:`k < K` and :math:`\nabla\ell_K` for the last, and its cost is :math:`\sum_k N_k C_k`.
+For a budget :math:`B` the minimum is reached at
+
+.. math::
+
+    N_k = \frac{B}{\sum_j \sqrt{V_j C_j}} \sqrt{V_k / C_k}, \qquad
+    \mathrm{Var} = \frac{\left(\sum_k \sqrt{V_k C_k}\right)^2}{B},
+
+the classic multilevel Monte Carlo rule. Comparing that variance over the number of levels
+:math:`K = 0, 1, \dots` (``K = 0`` is plain SGD) chooses the levels too, so the estimator is never
+chosen worse than single-scale at equal cost, as measured.
+
+:func:`measure_level_variances` measures :math:`V_k` (and the plain per-level variances, which
+truncated sums need) from per-sample gradients of a small probe; :func:`optimal_allocation` applies
+the rule under a loaded batch's bound; :class:`AdaptiveMGEStrategy` re-measures every ``every``
+steps and changes its sizes only for the steps after a measurement, so a step's sizes never depend
+on the batch they are used for and the estimator stays unbiased.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from .cost import pixel_fraction
+from .coupling import CoupledRandomness
+from .strategies import StepPlan, Strategy
+
+__all__ = ["Allocation", "AdaptiveMGEStrategy", "LevelVariances", "measure_level_variances", "optimal_allocation"]
+
+
+@dataclass(frozen=True)
+class LevelVariances:
+    """Per-sample gradient variances by level, from one probe.
+
+    Attributes:
+        plain: ``V(grad l_k)`` for ``k = 0..K`` (trace of the covariance over the probe samples).
+        difference: ``V(grad l_k - grad l_{k+1})`` for ``k = 0..K-1``.
+        samples: probe samples used.
+    """
+
+    plain: tuple[float, ...]
+    difference: tuple[float, ...]
+    samples: int
+
+    def term_variances(self, levels: int) -> tuple[float, ...]:
+        """``V_k`` of the terms of an MGE step with ``levels`` coarser levels."""
+        return (*self.difference[:levels], self.plain[levels])
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """What :func:`optimal_allocation` chose.
+
+    Attributes:
+        batch_sizes: per-term batch sizes, finest first (``len - 1`` levels).
+        variance: the predicted variance of one step, ``sum V_k / N_k``.
+        cost: its cost, ``sum N_k C_k`` (units of ``costs``).
+        single_variance: plain SGD's variance at the same cost (``V_0 / (cost / C_0)``).
+        capped: the unconstrained optimum wanted more samples in some term than a loaded batch holds.
+    """
+
+    batch_sizes: tuple[int, ...]
+    variance: float
+    cost: float
+    single_variance: float
+    capped: bool = False
+
+    @property
+    def levels(self) -> int:
+        """Coarser levels used, ``K``."""
+        return len(self.batch_sizes) - 1
+
+    @property
+    def variance_ratio(self) -> float:
+        """Variance x cost against single-scale SGD at equal cost (``< 1``: MGE pays)."""
+        return self.variance / self.single_variance if self.single_variance > 0 else math.inf
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for logs."""
+        data = asdict(self)
+        data["batch_sizes"] = list(self.batch_sizes)
+        data["variance_ratio"] = self.variance_ratio
+        return data
+
+
+def _per_sample_gradients(
+    level_loss: Callable[[slice, int], torch.Tensor],
+    params: list[torch.Tensor],
+    samples: int,
+    levels: int,
+    generators: Sequence[torch.Generator],
+) -> torch.Tensor:
+    """``(samples, levels + 1, P)`` flattened float64 gradients of every probe sample at every level.
+
+    Every level of a sample replays the same random draws (the coupling of MGE's terms), and the
+    random streams are left as they were.
+    """
+    outer = CoupledRandomness(list(generators))
+    outer.capture()
+    rows = []
+    for i in range(samples):
+        per_level = []
+        coupling = CoupledRandomness(list(generators))
+        coupling.capture()
+        for level in range(levels + 1):
+            coupling.replay()
+            grads = torch.autograd.grad(level_loss(slice(i, i + 1), level), params, allow_unused=True)
+            flat = [(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params)]
+            per_level.append(torch.cat(flat).double())
+        rows.append(torch.stack(per_level))
+    outer.replay()
+    return torch.stack(rows)
+
+
+def _variance(vectors: torch.Tensor) -> float:
+    """Unbiased trace of the covariance of the rows of ``vectors``."""
+    centred = vectors - vectors.mean(0, keepdim=True)
+    return float(centred.pow(2).sum() / max(1, vectors.shape[0] - 1))
+
+
+def measure_level_variances(
+    level_loss: Callable[[slice, int], torch.Tensor],
+    model: nn.Module,
+    samples: int,
+    levels: int,
+    generators: Sequence[torch.Generator] = (),
+) -> LevelVariances:
+    """Measure :class:`LevelVariances` from per-sample gradients of the first ``samples`` samples.
+
+    The gradients are taken with :func:`torch.autograd.grad`, so ``.grad`` is left untouched. Every
+    level of a sample replays the same random draws (PyTorch's and ``generators``), as in MGE's
+    terms, and the streams are left as they were.
+
+    Args:
+        level_loss: ``level_loss(indices, level)`` as given to :class:`~mge_plugins.MultiscaleStep`.
+        model: the network.
+        samples: probe samples (at least 2).
+        levels: deepest level ``K``.
+        generators: the host's own generators besides PyTorch's.
+
+    Example:
+        >>> from mge_plugins import restrict
+        >>> model = torch.nn.Conv2d(1, 1, 3, padding=1)
+        >>> x = torch.rand(4, 1, 16, 16)
+        >>> def level_loss(indices, level):
+        ...     xk = restrict(x[indices], level)
+        ...     return (model(xk) - 0.5 * xk).pow(2).mean()
+        >>> measured = measure_level_variances(level_loss, model, samples=4, levels=2)
+        >>> len(measured.plain), len(measured.difference)
+        (3, 2)
+    """
+    if samples < 2:
+        raise ValueError(f"measuring a variance needs at least 2 probe samples, got {samples}")
+    params = [p for p in model.parameters() if p.requires_grad]
+    grads = _per_sample_gradients(level_loss, params, samples, levels, generators)
+    plain = tuple(_variance(grads[:, k]) for k in range(levels + 1))
+    difference = tuple(_variance(grads[:, k] - grads[:, k + 1]) for k in range(levels))
+    return LevelVariances(plain, difference, samples)
+
+
+def term_costs(costs: Sequence[float], levels: int) -> tuple[float, ...]:
+    """``C_k`` of the terms of a step with ``levels`` levels from per-sample costs per level."""
+    return (*(costs[k] + costs[k + 1] for k in range(levels)), costs[levels])
+
+
+def _allocate(variances: Sequence[float], costs: Sequence[float], budget: float, bound: int | None) -> tuple:
+    roots = [math.sqrt(max(v, 0.0) * c) for v, c in zip(variances, costs)]
+    total = sum(roots) or 1.0
+    raw = [budget * math.sqrt(max(v, 0.0) / c) / total for v, c in zip(variances, costs)]
+    capped = bound is not None and any(n > bound for n in raw)
+    sizes = [max(1, round(min(n, bound) if bound is not None else n)) for n in raw]
+    variance = sum(v / n for v, n in zip(variances, sizes))
+    cost = sum(n * c for n, c in zip(sizes, costs))
+    return tuple(sizes), variance, cost, capped
+
+
+def optimal_allocation(
+    measured: LevelVariances,
+    costs: Sequence[float],
+    budget: float,
+    *,
+    max_levels: int | None = None,
+    bound: int | None = None,
+) -> Allocation:
+    """The per-term sizes (and number of levels) of least variance for a budget.
+
+    Args:
+        measured: per-level variances.
+        costs: per-sample cost of one pass at each level (FLOPs, or pixel fractions).
+        budget: cost of one step, in the units of ``costs`` (e.g. what the fixed allocation spends).
+        max_levels: most coarser levels to consider (default: every measured one).
+        bound: largest term size (the loaded batch, for nested terms); terms are capped there.
+
+    Returns:
+        The :class:`Allocation` of least predicted variance per unit cost over ``K = 0..max_levels``.
+    """
+    deepest = len(measured.plain) - 1 if max_levels is None else min(max_levels, len(measured.plain) - 1)
+    single_variance = measured.plain[0] * costs[0] / budget
+    best: Allocation | None = None
+    for levels in range(deepest + 1):
+        sizes, variance, cost, capped = _allocate(
+            measured.term_variances(levels), term_costs(costs, levels), budget, bound
+        )
+        candidate = Allocation(sizes, variance, cost, single_variance * budget / cost, capped)
+        if best is None or candidate.variance * candidate.cost < best.variance * best.cost:
+            best = candidate
+    assert best is not None
+    return best
+
+
+class AdaptiveMGEStrategy(Strategy):
+    """MGE whose per-term sizes and levels follow :func:`optimal_allocation`, re-measured online.
+
+    Until the first measurement, and between measurements, it plans the last chosen allocation;
+    :meth:`observe` (called by :class:`~mge_plugins.MultiscaleStep` after a step) measures every
+    ``every`` steps and sets the sizes of the *following* steps, so no step's sizes depend on its
+    own batch. The choices are kept in :attr:`history` and in :meth:`state_dict`, so a resumed run
+    plans exactly as the uninterrupted one.
+
+    Args:
+        initial: the per-term sizes to start from (e.g. the fixed allocation's).
+        every: steps between measurements.
+        probe: samples per measurement (per-sample gradients at every level).
+        bound: largest term size (the loaded batch).
+        restriction: restriction method.
+        spatial_dims: 2 or 3 (for the pixel costs when no FLOPs are measured).
+    """
+
+    name = "mge-adaptive"
+
+    def __init__(
+        self,
+        initial: Sequence[int],
+        *,
+        every: int = 100,
+        probe: int = 4,
+        bound: int | None = None,
+        restriction: str = "area",
+        spatial_dims: int = 2,
+    ) -> None:
+        self.initial = tuple(int(n) for n in initial)
+        self.max_levels = len(self.initial) - 1
+        self.every, self.probe, self.bound = every, probe, bound
+        self.restriction, self.spatial_dims = restriction, spatial_dims
+        self.history: list[dict[str, Any]] = []  # {"from_step", "batch_sizes", ...}, in step order
+
+    def plan(self, step: int) -> StepPlan:
+        """The allocation chosen by the last measurement before ``step``."""
+        sizes = self.initial
+        for entry in self.history:
+            if entry["from_step"] <= step:
+                sizes = tuple(entry["batch_sizes"])
+        return StepPlan(0, sizes, self.restriction)
+
+    @property
+    def coarsest_level(self) -> int:
+        """The deepest level any allocation may use."""
+        return self.max_levels
+
+    @property
+    def max_batch_sizes(self) -> tuple[int, ...]:
+        """The initial sizes (later ones are capped at ``bound``)."""
+        return self.initial
+
+    def due(self, step: int) -> bool:
+        """Whether :meth:`observe` measures after ``step``."""
+        return (step + 1) % self.every == 0
+
+    def observe(
+        self,
+        step: int,
+        level_loss: Callable[[slice, int], torch.Tensor],
+        model: nn.Module,
+        loaded: int,
+        flops_per_sample: Sequence[float] | None = None,
+        generators: Sequence[torch.Generator] = (),
+        reduce: Callable[[list[float]], list[float]] | None = None,
+    ) -> Allocation | None:
+        """After ``step``: measure on the step's batch when due, and plan the next steps with the result.
+
+        Args:
+            step: the step just taken.
+            level_loss: the host's level loss on that step's loaded batch.
+            model: the network.
+            loaded: samples in the loaded batch (the bound of a nested term).
+            flops_per_sample: per-level FLOPs per sample, for the costs (pixels otherwise).
+            generators: the host's own generators.
+            reduce: averages the measured variances over the ranks under DDP, so every rank chooses
+                the same sizes (:func:`mge_plugins.distributed.mean_over_ranks`).
+        """
+        if not self.due(step) or loaded < 2:
+            return None
+        measured = measure_level_variances(level_loss, model, min(self.probe, loaded), self.max_levels, generators)
+        if reduce is not None:
+            both = reduce([*measured.plain, *measured.difference])
+            measured = LevelVariances(
+                tuple(both[: len(measured.plain)]), tuple(both[len(measured.plain) :]), measured.samples
+            )
+        costs = (
+            list(flops_per_sample[: self.max_levels + 1])
+            if flops_per_sample
+            else [pixel_fraction(k, self.spatial_dims) for k in range(self.max_levels + 1)]
+        )
+        current = self.plan(step).batch_sizes
+        budget = sum(n * c for n, c in zip(current, term_costs(costs, len(current) - 1)))
+        bound = min(self.bound or loaded, loaded)
+        allocation = optimal_allocation(measured, costs, budget, bound=bound)
+        self.history.append(
+            {
+                "from_step": step + 1,
+                "batch_sizes": list(allocation.batch_sizes),
+                "plain_variances": list(measured.plain),
+                "difference_variances": list(measured.difference),
+                "costs": costs,
+                "variance_ratio": allocation.variance_ratio,
+                "capped": allocation.capped,
+            }
+        )
+        return allocation
+
+    def describe(self) -> dict[str, Any]:
+        """The initial plan and the options (the choices are in :attr:`history`)."""
+        return {
+            "strategy": self.name,
+            "plan": StepPlan(0, self.initial, self.restriction).to_dict(),
+            "every": self.every,
+            "probe": self.probe,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        """The choices so far, for a checkpoint."""
+        return {"history": [dict(entry) for entry in self.history]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the choices saved by :meth:`state_dict`."""
+        self.history = [dict(entry) for entry in state.get("history", [])]

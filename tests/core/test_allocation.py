@@ -1,0 +1,131 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from mge_plugins import CostMeter, MultiscaleStep, build_strategy, restrict
+from mge_plugins.allocation import (
+    AdaptiveMGEStrategy,
+    LevelVariances,
+    measure_level_variances,
+    optimal_allocation,
+    term_costs,
+)
+
+COSTS = (1.0, 0.25, 0.0625)  # per-sample pass cost per level in 2D
+
+
+def test_the_rule_is_n_proportional_to_sqrt_v_over_c_at_the_budget() -> None:
+    measured = LevelVariances(plain=(100.0, 80.0, 40.0), difference=(1.0, 0.5), samples=8)
+    budget = 40.0
+    best = optimal_allocation(measured, COSTS, budget, max_levels=2)
+    v, c = measured.term_variances(2), term_costs(COSTS, 2)
+    scale = budget / sum(math.sqrt(vk * ck) for vk, ck in zip(v, c))
+    assert best.batch_sizes == tuple(max(1, round(scale * math.sqrt(vk / ck))) for vk, ck in zip(v, c))
+    assert best.levels == 2 and best.variance_ratio < 0.5  # small differences: MGE pays
+    assert best.cost == pytest.approx(budget, rel=0.1)
+
+
+def test_uncorrelated_levels_choose_plain_sgd() -> None:
+    # Differences as noisy as the gradients themselves: every MGE level only adds variance.
+    measured = LevelVariances(plain=(100.0, 100.0, 100.0), difference=(200.0, 200.0), samples=8)
+    best = optimal_allocation(measured, COSTS, budget=16.0)
+    assert best.levels == 0 and best.batch_sizes == (16,) and best.variance_ratio == pytest.approx(1.0)
+
+
+def test_a_loaded_batch_caps_the_terms_and_says_so() -> None:
+    measured = LevelVariances(plain=(100.0, 80.0, 40.0), difference=(1.0, 0.5), samples=8)
+    best = optimal_allocation(measured, COSTS, budget=40.0, max_levels=2, bound=16)
+    assert max(best.batch_sizes) == 16 and best.capped
+
+
+def smooth(n: int, size: int = 32, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 1, 4, 4, generator=g).repeat_interleave(size // 4, 2).repeat_interleave(size // 4, 3)
+
+
+def test_measured_differences_are_small_where_levels_agree_and_large_where_they_do_not() -> None:
+    torch.manual_seed(0)
+    pointwise = nn.Conv2d(1, 1, 1)  # commutes with area restriction: the levels' gradients nearly agree
+    images = smooth(8)
+
+    def smooth_loss(indices: slice, level: int) -> torch.Tensor:
+        x = restrict(images[indices], level)
+        return (pointwise(x) - 0.5 * x).pow(2).mean()
+
+    agree = measure_level_variances(smooth_loss, pointwise, samples=8, levels=2)
+    assert all(d < 0.05 * p for d, p in zip(agree.difference, agree.plain))
+    assert optimal_allocation(agree, COSTS, budget=16.0).levels == 2
+
+    noise = torch.rand(8, 1, 32, 32, generator=torch.Generator().manual_seed(1))  # no structure across levels
+    conv = nn.Conv2d(1, 1, 3, padding=1)
+
+    def rough_loss(indices: slice, level: int) -> torch.Tensor:
+        x = restrict(noise[indices], level)
+        return (conv(x) - x.flip(-1)).pow(2).mean()
+
+    rough = measure_level_variances(rough_loss, conv, samples=8, levels=2)
+    assert rough.difference[0] / rough.plain[0] > 10 * agree.difference[0] / agree.plain[0]
+
+
+def test_coupled_draws_at_every_level_and_random_streams_left_as_they_were() -> None:
+    model = nn.Conv2d(1, 1, 1)
+    images = smooth(4)
+
+    def noisy_loss(indices: slice, level: int) -> torch.Tensor:
+        from mge_plugins import restricted_randn
+
+        clean = images[indices]
+        noisy = restrict(clean, level) + 0.1 * restricted_randn(clean.shape, level, keep_std=True)
+        return (model(noisy) - restrict(clean, level)).pow(2).mean()
+
+    state = torch.get_rng_state()
+    measure_level_variances(noisy_loss, model, samples=4, levels=1)
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def adaptive_run(steps: int, resume_at: int | None = None) -> tuple[list[tuple[int, ...]], AdaptiveMGEStrategy]:
+    torch.manual_seed(0)
+    model = nn.Conv2d(1, 1, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    strategy = build_strategy("mge", levels=2, loaded_batch_size=16, allocation="adaptive", reestimate_every=3)
+    assert isinstance(strategy, AdaptiveMGEStrategy)
+    runner = MultiscaleStep(strategy, CostMeter(baseline_batch_size=16))
+    plans = []
+    for step in range(steps):
+        images = smooth(16, seed=step)
+
+        def level_loss(indices: slice, level: int, images=images) -> torch.Tensor:
+            x = restrict(images[indices], level)
+            return (model(x) - 0.5 * x).pow(2).mean()
+
+        before = strategy.plan(step).batch_sizes
+        opt.zero_grad()
+        outcome = runner.run(step, 16, level_loss, model=model)
+        assert outcome.plan.batch_sizes == before  # a step's sizes were fixed before its batch was seen
+        opt.step()
+        plans.append(before)
+        if resume_at is not None and step + 1 == resume_at:
+            saved = strategy.state_dict()
+            strategy = AdaptiveMGEStrategy(strategy.initial, every=3, bound=16)
+            strategy.load_state_dict(saved)
+            runner = MultiscaleStep(strategy, runner.meter)
+    return plans, strategy
+
+
+def test_adaptive_mge_changes_sizes_only_after_a_measurement_and_resumes_alike() -> None:
+    plans, strategy = adaptive_run(9)
+    assert plans[:3] == [(4, 8, 16)] * 3  # the loader-derived start
+    assert [entry["from_step"] for entry in strategy.history] == [3, 6, 9]
+    assert plans[3] == tuple(strategy.history[0]["batch_sizes"]) and max(plans[3]) <= 16
+    assert plans[3] != plans[0]
+    resumed, _ = adaptive_run(9, resume_at=5)
+    assert resumed == plans
+
+
+def test_adaptive_allocation_is_an_option_of_mge_only() -> None:
+    with pytest.raises(ValueError, match="unknown allocation 'optimal'"):
+        build_strategy("mge", allocation="optimal")
