@@ -35,7 +35,14 @@ from .cost import pixel_fraction
 from .coupling import CoupledRandomness
 from .strategies import StepPlan, Strategy
 
-__all__ = ["Allocation", "AdaptiveMGEStrategy", "LevelVariances", "measure_level_variances", "optimal_allocation"]
+__all__ = [
+    "AdaptiveMGEStrategy",
+    "Allocation",
+    "LevelVariances",
+    "diagnose",
+    "measure_level_variances",
+    "optimal_allocation",
+]
 
 
 @dataclass(frozen=True)
@@ -344,3 +351,49 @@ class AdaptiveMGEStrategy(Strategy):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore the choices saved by :meth:`state_dict`."""
         self.history = [dict(entry) for entry in state.get("history", [])]
+
+
+def diagnose(
+    level_loss: Callable[[slice, int], torch.Tensor],
+    model: nn.Module,
+    *,
+    loaded: int,
+    levels: int,
+    samples: int = 8,
+    costs: Sequence[float] | None = None,
+    spatial_dims: int = 2,
+    generators: Sequence[torch.Generator] = (),
+) -> str:
+    """Does MGE pay on this model and data? A table of ``V_k``, ``C_k`` and the allocation it would use.
+
+    Runs in about the time of ``samples x (levels + 1)`` forward and backward passes of one sample.
+
+    Args:
+        level_loss: ``level_loss(indices, level)`` on a loaded batch of ``loaded`` samples (the one
+            the hosts build; for a plain loop, pose ``batch[indices]`` at ``level``).
+        model: the network, at the weights to diagnose (initial or trained: the answer changes).
+        loaded: samples in the loaded batch (the budget is one single-scale step of it).
+        levels: deepest level to consider.
+        samples: probe samples.
+        costs: per-sample cost per level (FLOPs); pixel fractions ``2**(-d k)`` by default.
+        spatial_dims: 2 or 3, for the default costs.
+        generators: the host's own generators.
+
+    Returns:
+        A plain-text report: per level ``V(grad l_k)``, ``V(grad l_k - grad l_{k+1})``, ``C_k``; the
+        chosen sizes; their variance x cost against single-scale SGD at equal cost.
+    """
+    measured = measure_level_variances(level_loss, model, min(samples, loaded), levels, generators)
+    costs = list(costs) if costs is not None else [pixel_fraction(k, spatial_dims) for k in range(levels + 1)]
+    best = optimal_allocation(measured, costs, budget=loaded * costs[0], bound=loaded)
+    lines = [f"{'level':>5} {'V(grad l_k)':>14} {'V(diff to k+1)':>15} {'cost/sample':>12}"]
+    for k in range(levels + 1):
+        diff = f"{measured.difference[k]:15.4g}" if k < levels else f"{'':>15}"
+        lines.append(f"{k:>5} {measured.plain[k]:14.4g} {diff} {costs[k]:12.4g}")
+    verdict = "MGE pays" if best.levels > 0 and best.variance_ratio < 1 else "plain SGD is best here"
+    lines.append(
+        f"allocation for a step of {loaded} fine samples' cost: {list(best.batch_sizes)} ({best.levels} levels); "
+        f"variance x cost {best.variance_ratio:.2f}x single-scale's: {verdict}"
+        + (" (the optimum wants more samples than a loaded batch holds)" if best.capped else "")
+    )
+    return "\n".join(lines)

@@ -59,6 +59,7 @@ class Result:
 
     weights: list[torch.Tensor]
     steps: int
+    strategy: Any = None
 
 
 def _weights(model: nn.Module) -> list[torch.Tensor]:
@@ -154,8 +155,9 @@ class DeepinvHost(Host):
     def train(self, model, images, *, batch_size=8, lr=0.05, **options) -> Result:
         from mge_deepinv import MultiscaleTrainer
 
+        options.setdefault("coarse_mode", "restrict")  # offline pairs: restriction of x and y, said explicitly
         trainer = self._run(MultiscaleTrainer, model, images, batch_size, lr, **options)
-        return Result(_weights(model), trainer.cost.steps)
+        return Result(_weights(model), trainer.cost.steps, trainer.built_strategy)
 
     def native(self, model, images, *, batch_size=8, lr=0.05) -> Result:
         import deepinv as dinv
@@ -187,7 +189,7 @@ class MonaiHost(Host):
         from mge_monai import MultiscaleSupervisedTrainer
 
         trainer = self._run(MultiscaleSupervisedTrainer, model, images, batch_size, lr, **options)
-        return Result(_weights(model), trainer.cost.steps)
+        return Result(_weights(model), trainer.cost.steps, trainer.multiscale.built_strategy)
 
     def native(self, model, images, *, batch_size=8, lr=0.05) -> Result:
         from monai.engines import SupervisedTrainer

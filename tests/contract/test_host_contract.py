@@ -110,3 +110,14 @@ def test_a_network_failing_at_the_coarsest_level_is_reported_before_training(hos
         train()
     assert_equal(before, [p.detach() for p in model.parameters()])
     assert all(p.grad is None for p in model.parameters())
+
+
+@pytest.mark.parametrize("host", ["deepinv", "monai"])
+def test_adaptive_allocation_measures_and_replans(host: str) -> None:
+    result = HOSTS[host].train(
+        conv_net(), clean_images(n=24), strategy="mge", levels=2, allocation="adaptive", reestimate_every=1
+    )
+    assert result.steps == 3
+    history = result.strategy.history
+    assert [entry["from_step"] for entry in history] == [1, 2, 3]
+    assert all(max(entry["batch_sizes"]) <= 8 and len(entry["difference_variances"]) == 2 for entry in history)

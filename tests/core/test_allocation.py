@@ -129,3 +129,18 @@ def test_adaptive_mge_changes_sizes_only_after_a_measurement_and_resumes_alike()
 def test_adaptive_allocation_is_an_option_of_mge_only() -> None:
     with pytest.raises(ValueError, match="unknown allocation 'optimal'"):
         build_strategy("mge", allocation="optimal")
+
+
+def test_diagnose_reports_the_variances_and_the_allocation() -> None:
+    from mge_plugins.allocation import diagnose
+
+    model = nn.Conv2d(1, 1, 1)
+    images = smooth(16)
+
+    def level_loss(indices: slice, level: int) -> torch.Tensor:
+        x = restrict(images[indices], level)
+        return (model(x) - 0.5 * x).pow(2).mean()
+
+    report = diagnose(level_loss, model, loaded=16, levels=2)
+    assert report.count("\n") == 4 and "V(diff to k+1)" in report
+    assert "2 levels" in report and "MGE pays" in report
