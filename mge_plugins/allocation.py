@@ -33,6 +33,7 @@ from torch import nn
 
 from .cost import pixel_fraction
 from .coupling import CoupledRandomness
+from .meshfree import at_level
 from .strategies import StepPlan, Strategy
 
 __all__ = [
@@ -121,7 +122,9 @@ def _per_sample_gradients(
         coupling.capture()
         for level in range(levels + 1):
             coupling.replay()
-            grads = torch.autograd.grad(level_loss(slice(i, i + 1), level), params, allow_unused=True)
+            with at_level(level):
+                loss = level_loss(slice(i, i + 1), level)
+            grads = torch.autograd.grad(loss, params, allow_unused=True)
             flat = [(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params)]
             per_level.append(torch.cat(flat).double())
         rows.append(torch.stack(per_level))

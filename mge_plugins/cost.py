@@ -110,7 +110,10 @@ def measure_level_flops(
     n = batch_size_of(batch)
 
     def run(level: int) -> None:
-        loss = level_loss(batch, level)
+        from .meshfree import at_level
+
+        with at_level(level):
+            loss = level_loss(batch, level)
         torch.autograd.grad(loss, params, allow_unused=True)
 
     return tuple(count_flops(lambda lv=lv: run(lv)) / n for lv in range(levels + 1))

@@ -25,6 +25,7 @@ import torch
 from .batching import _tensor_leaves, batch_size_of
 from .cost import StepCost, step_flops, step_work_units, term_levels
 from .coupling import CoupledRandomness
+from .meshfree import at_level
 from .nonfinite import NonFiniteError
 
 __all__ = ["LevelLoss", "MGEStepStats", "mge_backward"]
@@ -214,7 +215,8 @@ def mge_backward(
         if coupling and k < last:
             coupling.capture()
         with sync_scope(final=k == last):
-            fine = checked(_as_scalar_term(level_loss(batch, level), level), k, level)
+            with at_level(level):
+                fine = checked(_as_scalar_term(level_loss(batch, level), level), k, level)
             fine_value = fine.detach()
             backward(fine)
             del fine
@@ -224,7 +226,8 @@ def mge_backward(
             if coupling:
                 coupling.replay()
             with sync_scope(final=False):
-                coarse = checked(_as_scalar_term(level_loss(batch, level + 1), level + 1), k, level + 1)
+                with at_level(level + 1):
+                    coarse = checked(_as_scalar_term(level_loss(batch, level + 1), level + 1), k, level + 1)
                 values.append(fine_value - coarse.detach())
                 backward(-coarse)
                 del coarse

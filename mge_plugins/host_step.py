@@ -35,6 +35,7 @@ from .cost import CostMeter, StepCost, measure_level_flops, step_work_units
 from .coupling import CoupledRandomness
 from .distributed import check_ranks_agree, ddp_no_sync, mean_over_ranks, plan_fingerprint
 from .estimator import MGEStepStats, mge_backward
+from .meshfree import at_level
 from .nonfinite import NonFiniteError, NonFinitePolicy
 from .strategies import StepPlan, Strategy, StrategyOptions, get_strategy
 
@@ -185,8 +186,13 @@ class MultiscaleStep:
         coarsest = self.strategy.coarsest_level
         self.strategy.check_image_size(tuple(input_shape[2:]), multiple=self.size_multiple or 1)
         if coarsest > 0 and self.size_multiple is None:
+
+            def dry_run() -> torch.Tensor:
+                with at_level(coarsest):
+                    return level_loss(slice(0, 1), coarsest)
+
             check_network(
-                lambda: level_loss(slice(0, 1), coarsest),
+                dry_run,
                 model,
                 level=coarsest,
                 input_shape=input_shape,
