@@ -48,6 +48,7 @@ from mge_plugins import (
     required_batch_size,
 )
 from mge_plugins.cost import measure_level_flops
+from mge_plugins.diagnostics import LoadMonitor
 
 
 class Phased(Strategy):
@@ -131,6 +132,8 @@ def run(name: str, steps: int, args: argparse.Namespace, test: tuple[torch.Tenso
     flops = measure_level_flops(level_loss, crops(1), args.levels, model.parameters())
     meter = CostMeter(baseline_batch_size=args.batch_size, flops_per_sample=flops)
     seconds, curve = 0.0, []
+    monitor = LoadMonitor(interval=10.0)
+    monitor.__enter__()
     for step in range(steps):
         plan = strategy.plan(step)
         clean = crops(required_batch_size(plan.batch_sizes))
@@ -140,7 +143,9 @@ def run(name: str, steps: int, args: argparse.Namespace, test: tuple[torch.Tenso
         seconds += time.perf_counter() - start
         if (step + 1) % max(1, steps // 4) == 0:
             curve.append((step + 1, round(psnr(model, *test), 3)))
+    monitor.__exit__(None, None, None)
     return {
+        "load": monitor.report().to_dict(),
         "run": f"{name}:{steps}",
         "psnr": psnr(model, *test),
         "flops": meter.flops,

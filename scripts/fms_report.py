@@ -1,0 +1,137 @@
+"""Tables and plots from ``scripts/fms_convergence.py`` results: the frontier against a converged reference.
+
+Reads one or more ``results.jsonl`` files and writes ``report.md`` and ``frontier.png`` next to
+the first. Runs of one family (``single``, ``fms``, ``pr``, ``fms25``, ...) at several lengths form a
+curve of final PSNR against FLOPs. The reference is the shortest single-scale run whose doubling
+gains less than 0.2 dB; the target is the reference's PSNR minus 0.1 dB. For each family the
+FLOPs to reach the target are interpolated between its runs (not along one run's curve), and the
+saving is the reference's FLOPs over them. Seconds are quoted only for runs whose load stayed
+within the machine's cores.
+
+    python scripts/fms_report.py results/study/s64/results.jsonl [more.jsonl ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from mge_plugins.diagnostics import cost_to_target
+
+DOUBLING_GAIN_DB = 0.2
+TARGET_MARGIN_DB = 0.1
+
+
+def load(paths: list[Path]) -> list[dict[str, Any]]:
+    """Every row of the given results files (a run measured twice keeps its last row)."""
+    rows: dict[str, dict[str, Any]] = {}
+    for path in paths:
+        for line in path.read_text().splitlines():
+            if line.strip():
+                row = json.loads(line)
+                rows[row["run"]] = row
+    return list(rows.values())
+
+
+def families(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Runs grouped by name, each family sorted by length."""
+    grouped: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        name, steps = row["run"].split(":")
+        grouped[name].append({**row, "steps": int(steps)})
+    return {name: sorted(runs, key=lambda r: r["steps"]) for name, runs in grouped.items()}
+
+
+def reference(single: list[dict[str, Any]]) -> tuple[dict[str, Any] | None, str]:
+    """The shortest single-scale run whose doubled run gains < 0.2 dB, and how it was chosen."""
+    by_steps = {r["steps"]: r for r in single}
+    for run in single:
+        doubled = by_steps.get(2 * run["steps"])
+        if doubled is not None and doubled["psnr"] - run["psnr"] < DOUBLING_GAIN_DB:
+            gain = doubled["psnr"] - run["psnr"]
+            return run, f"single:{run['steps']} (doubling it to {2 * run['steps']} steps gains {gain:+.2f} dB)"
+    return None, "no single-scale run whose doubling gains < 0.2 dB was measured: no converged reference"
+
+
+def report(rows: list[dict[str, Any]]) -> str:
+    """The Markdown report."""
+    grouped = families(rows)
+    ref, why = reference(grouped.get("single", []))
+    config = rows[0]["config"]
+    lines = [
+        f"Crops {config['size']}², {config['levels']} levels, loaded batch {config['batch_size']}, residual CNN "
+        f"width {config['width']} depth {config['depth']}, Adam peak lr {config['lr']} with a cosine schedule over "
+        f"each run, noise σ = {config['sigma']}.",
+        "",
+        f"Reference: {why}.",
+        "",
+        "| run | PSNR (dB) | GFLOPs | seconds | quiet |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for _, runs in sorted(grouped.items()):
+        for r in runs:
+            quiet = r.get("load", {}).get("quiet")
+            seconds = f"{r['seconds']:.0f}" if quiet else "—"
+            lines.append(
+                f"| {r['run']} | {r['psnr']:.2f} | {r['flops'] / 1e9:.0f} | {seconds} | "
+                f"{'yes' if quiet else 'no' if quiet is not None else 'not recorded'} |"
+            )
+    if ref is not None:
+        target = ref["psnr"] - TARGET_MARGIN_DB
+        lines += [
+            "",
+            f"FLOPs to reach {target:.2f} dB (the reference's {ref['psnr']:.2f} dB minus 0.1), interpolated "
+            "between each family's runs:",
+            "",
+            "| family | GFLOPs to target | saving against the reference |",
+            "|---|---:|---:|",
+        ]
+        for name, runs in sorted(grouped.items()):
+            points = [{"flops": r["flops"], "psnr": r["psnr"]} for r in runs]
+            cost = cost_to_target(points, target)
+            if cost is None:
+                best = max(r["psnr"] for r in runs)
+                lines.append(f"| {name} | not reached (best {best:.2f} dB) | — |")
+            else:
+                lines.append(f"| {name} | {cost / 1e9:.0f} | {ref['flops'] / cost:.2f}× |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    """PSNR against GFLOPs, one line per family."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for name, runs in sorted(families(rows).items()):
+        ax.plot([r["flops"] / 1e9 for r in runs], [r["psnr"] for r in runs], marker="o", label=name)
+    ax.set_xscale("log")
+    ax.set_xlabel("GFLOPs (forward + backward, whole run)")
+    ax.set_ylabel("held-out PSNR (dB)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    """Read the results, write ``report.md`` and ``frontier.png``."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("results", type=Path, nargs="+", help="results.jsonl files of fms_convergence.py")
+    args = parser.parse_args()
+    rows = load(args.results)
+    out = args.results[0].parent
+    (out / "report.md").write_text(report(rows))
+    plot(rows, out / "frontier.png")
+    print((out / "report.md").read_text())
+    print(f"wrote {out / 'report.md'} and {out / 'frontier.png'}")
+
+
+if __name__ == "__main__":
+    main()
