@@ -1,0 +1,44 @@
+"""The study scripts behind the published figures, and the prepared GPU check, run as written."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = ROOT / "scripts"
+
+
+def test_the_gpu_check_is_valid_bash_and_its_bench_options_exist() -> None:
+    script = SCRIPTS / "gpu_check.sh"
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    pytest.importorskip("deepinv")
+    from mge_bench.cli import build_parser
+
+    (line,) = [ln for ln in script.read_text().splitlines() if ln.lstrip().startswith("timeout 240 mge-bench")]
+    words = shlex.split(line.split("|")[0])[2:]
+    words = [w.replace('"$out/bench"', "x").replace("$out/bench", "x") for w in words]
+    args = build_parser().parse_args(words[1:])
+    assert args.preset == "gpu" and args.steps == 400 and args.device == "cuda"
+
+
+def test_the_convergence_study_and_its_report_run_on_tiny_settings(tmp_path: Path) -> None:
+    pytest.importorskip("skimage")
+    cmd = [sys.executable, str(SCRIPTS / "fms_convergence.py"), "--size", "16", "--width", "4", "--out", str(tmp_path)]
+    subprocess.run([*cmd, "--runs", "single:4,single:8,fms:6,fms25r:8,cw25:8"], check=True, capture_output=True)
+    rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert [r["run"] for r in rows] == ["single:4", "single:8", "fms:6", "fms25r:8", "cw25:8"]
+    single, fms = rows[0], rows[2]
+    assert fms["flops"] < single["flops"] and {"quiet", "peak_load"} <= set(fms["load"])
+    assert any("@L2" in plan for plan in fms["plans"]) and "(8,)@L0" in rows[3]["plans"]
+    report = subprocess.run(
+        [sys.executable, str(SCRIPTS / "fms_report.py"), str(tmp_path / "results.jsonl")],
+        check=True, capture_output=True, text=True,
+    ).stdout  # fmt: skip
+    assert re.search(r"\| fms:6 \| [\d.]+ \| \d+ \|", report) and (tmp_path / "frontier.png").stat().st_size > 0
