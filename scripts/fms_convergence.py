@@ -30,6 +30,7 @@ import re
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -47,8 +48,10 @@ from mge_plugins import (
     mge_step,
     required_batch_size,
 )
+from mge_plugins.allocation import measure_level_variances, optimal_allocation
 from mge_plugins.cost import measure_level_flops
 from mge_plugins.diagnostics import LoadMonitor
+from mge_plugins.meshfree import MeshFreeDenoiser
 
 
 class Phased(Strategy):
@@ -107,7 +110,10 @@ def psnr(model: nn.Module, clean: torch.Tensor, noisy: torch.Tensor) -> float:
 def run(name: str, steps: int, args: argparse.Namespace, test: tuple[torch.Tensor, torch.Tensor]) -> dict:
     """Train one run from the shared initial weights; its result row."""
     torch.manual_seed(args.seed)
-    model = residual_denoiser(args.width, args.depth)
+    if args.network == "meshfree":
+        model: nn.Module = MeshFreeDenoiser(1, args.width, args.depth)
+    else:
+        model = residual_denoiser(args.width, args.depth)
     crops = RandomCrops(bundled_images(TRAIN_IMAGES), args.size, args.seed)
     strategy = make_strategy(name, steps, args)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
@@ -130,6 +136,20 @@ def run(name: str, steps: int, args: argparse.Namespace, test: tuple[torch.Tenso
         return nn.functional.mse_loss(model(noisy), target)
 
     flops = measure_level_flops(level_loss, crops(1), args.levels, model.parameters())
+    diagnosis = {}
+    probe = crops(16) if args.diagnose else None
+
+    def diagnose_now() -> dict[str, Any]:
+        def probe_loss(indices: slice, level: int) -> torch.Tensor:
+            return level_loss(probe[indices], level)
+
+        measured = measure_level_variances(probe_loss, model, samples=16, levels=args.levels)
+        best = optimal_allocation(measured, flops, budget=args.batch_size * flops[0], bound=args.batch_size)
+        relative = [d / p for d, p in zip(measured.difference, measured.plain)]
+        return {"relative_difference_variance": relative, "allocation": best.to_dict()}
+
+    if args.diagnose:
+        diagnosis["initial"] = diagnose_now()
     meter = CostMeter(baseline_batch_size=args.batch_size, flops_per_sample=flops)
     seconds, curve = 0.0, []
     monitor = LoadMonitor(interval=10.0)
@@ -144,7 +164,11 @@ def run(name: str, steps: int, args: argparse.Namespace, test: tuple[torch.Tenso
         if (step + 1) % max(1, steps // 4) == 0:
             curve.append((step + 1, round(psnr(model, *test), 3)))
     monitor.__exit__(None, None, None)
+    if args.diagnose:
+        diagnosis["trained"] = diagnose_now()
     return {
+        "network": args.network,
+        "diagnosis": diagnosis,
         "load": monitor.report().to_dict(),
         "run": f"{name}:{steps}",
         "psnr": psnr(model, *test),
@@ -171,6 +195,10 @@ def main() -> None:
         "--restart-lr", type=float, default=0.5, help="final-phase restart, x peak (default: %(default)s)"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed (default: %(default)s)")
+    parser.add_argument("--network", choices=("cnn", "meshfree"), default="cnn", help="(default: %(default)s)")
+    parser.add_argument(
+        "--diagnose", action="store_true", help="MGE's variance x cost against SGD at the initial and trained weights"
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=Path("results/fms_convergence"), help="(default: %(default)s)")
     args = parser.parse_args()
