@@ -16,6 +16,8 @@ from .physics import (
     coarsen_noise,
     coarsen_physics,
     register_coarsening,
+    register_measurement_restriction,
+    restrict_measurement,
 )
 from .training import COARSE_MODES, LevelPoser, MultiscaleTrainer
 
@@ -30,4 +32,6 @@ __all__ = [
     "coarsen_noise",
     "coarsen_physics",
     "register_coarsening",
+    "register_measurement_restriction",
+    "restrict_measurement",
 ]

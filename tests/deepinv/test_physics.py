@@ -26,6 +26,7 @@ from mge_deepinv import (  # noqa: E402
     coarsen_filter,
     coarsen_noise,
     coarsen_physics,
+    restrict_measurement,
 )
 
 from mge_plugins import CoupledRandomness, restrict  # noqa: E402
@@ -63,6 +64,11 @@ def make(name: str):
             return dinv.physics.Inpainting(img_size=(3, 128, 128), mask=mask)
         if name == "inpainting-pixels":
             return dinv.physics.Inpainting(img_size=(3, 128, 128), mask=0.5, rng=generator())
+        if name == "mri-full":
+            return dinv.physics.MRI(img_size=(128, 128))
+        if name == "mri-random":
+            mask = (torch.rand(128, 128, generator=generator()) > 0.5).float()
+            return dinv.physics.MRI(mask=mask, img_size=(128, 128))
     raise KeyError(name)
 
 
@@ -77,17 +83,30 @@ def make(name: str):
         ("sr-gaussian", 1.0, 2.9),
         ("inpainting-blocks", 1e-5, 1e-5),
         ("inpainting-pixels", 7.0, 7.0),
+        ("mri-full", 4.5, 7.0),
+        ("mri-random", 6.5, 10.0),
     ],
 )
 def test_commutation_error_with_restriction(photo, name: str, bound_level1: float, bound_level2: float) -> None:
     physics = make(name)
+    image = photo[:, :2] if name.startswith("mri") else photo  # MRI images are complex: two channels
     for level, bound in ((1, bound_level1), (2, bound_level2)):
         coarse = coarsen_physics(physics, level)
-        fine_then_restrict = restrict(physics.A(photo), level)
-        restrict_then_coarse = coarse.A(restrict(photo, level))
+        fine_then_restrict = restrict_measurement(physics, physics.A(image), level)
+        restrict_then_coarse = coarse.A(restrict(image, level))
         assert fine_then_restrict.shape == restrict_then_coarse.shape
         error = 100 * (fine_then_restrict - restrict_then_coarse).norm() / fine_then_restrict.norm()
         assert error < bound, f"{name} level {level}: {error:.2f} %"
+
+
+def test_k_space_is_cropped_not_averaged(photo) -> None:
+    # Area-averaging k-space (what restriction does to an image) is 76 % off the coarse operator.
+    physics = make("mri-full")
+    image = photo[:, :2]
+    coarse = coarsen_physics(physics, 1).A(restrict(image, 1))
+    averaged = restrict(physics.A(image), 1)
+    assert 100 * (averaged - coarse).norm() / coarse.norm() > 50
+    assert restrict_measurement(physics, physics.A(image), 0) is not None
 
 
 def test_coarsening_without_the_tent_or_shift_would_fail_the_bounds(photo) -> None:

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from .coarsen import NOISE_MODES, NoCoarseRecipeError, coarsen_noise, coarsen_physics, register_coarsening
+from .coarsen import (
+    NOISE_MODES,
+    NoCoarseRecipeError,
+    coarsen_noise,
+    coarsen_physics,
+    register_coarsening,
+    register_measurement_restriction,
+    restrict_measurement,
+)
 from .filters import coarsen_filter
 from .noise import LevelGaussianNoise
 
@@ -14,4 +22,6 @@ __all__ = [
     "coarsen_noise",
     "coarsen_physics",
     "register_coarsening",
+    "register_measurement_restriction",
+    "restrict_measurement",
 ]

@@ -12,7 +12,14 @@ operator                  level-``k`` version
 ``Inpainting``            restricted (soft) mask: the fraction of each coarse pixel observed
 ``Downsampling``          same factor, anti-alias filter coarsened with a ``(f - 1) / 4``
                           coarse-pixel shift (the two grids' samples are offset)
+``MRI``                   the centred low-frequency block of k-space: the mask cropped to
+                          the level's image size (2D, single coil)
 ========================  ==============================================================
+
+Measurements given offline are posed at a coarse level by :func:`restrict_measurement`: area
+restriction for image-domain operators, and for ``MRI`` the centred k-space block, phase-shifted
+by half a fine pixel per axis and scaled by 1/2 per level (the FFT is orthonormal), which is what
+the coarse operator gives for the restricted image (1.4 % apart per level on smooth images).
 
 Noise: ``GaussianNoise`` becomes :class:`LevelGaussianNoise` (drawn at the fine grid and
 restricted, so the levels stay coupled); ``PoissonNoise`` keeps or restricts its gain;
@@ -36,7 +43,15 @@ from mge_plugins import restrict
 from .filters import coarsen_filter
 from .noise import LevelGaussianNoise
 
-__all__ = ["NOISE_MODES", "NoCoarseRecipeError", "coarsen_noise", "coarsen_physics", "register_coarsening"]
+__all__ = [
+    "NOISE_MODES",
+    "NoCoarseRecipeError",
+    "coarsen_noise",
+    "coarsen_physics",
+    "register_coarsening",
+    "register_measurement_restriction",
+    "restrict_measurement",
+]
 
 NOISE_MODES = ("keep", "restrict")
 
@@ -189,6 +204,68 @@ def _downsampling(physics: dp.Downsampling, level: int, noise_model: dp.NoiseMod
         noise_model=noise_model,
         device=_device(physics),
     )
+
+
+MeasurementRestriction = Callable[[dp.Physics, torch.Tensor, int], torch.Tensor]
+_MEASUREMENTS: dict[type, MeasurementRestriction] = {}
+
+
+def register_measurement_restriction(cls: type[P]) -> Callable[[MeasurementRestriction], MeasurementRestriction]:
+    """Register ``rule(physics, y, level) -> y_level`` posing offline measurements of ``cls`` at a level.
+
+    :param type cls: the physics class whose measurements the rule restricts.
+    """
+
+    def decorator(rule: MeasurementRestriction) -> MeasurementRestriction:
+        _MEASUREMENTS[cls] = rule
+        return rule
+
+    return decorator
+
+
+def restrict_measurement(physics: dp.Physics, y: torch.Tensor, level: int, method: str = "area") -> torch.Tensor:
+    """A fine measurement ``y`` of ``physics`` posed at ``level`` (area restriction unless a rule is registered).
+
+    :param deepinv.physics.Physics physics: the fine operator that produced ``y``.
+    :param torch.Tensor y: the fine measurement.
+    :param int level: target level.
+    :param str method: the restriction method for image-domain measurements.
+    """
+    if level == 0:
+        return y
+    for cls in type(physics).__mro__:
+        if cls in _MEASUREMENTS:
+            return _MEASUREMENTS[cls](physics, y, level)
+    return restrict(y, level, method)
+
+
+def _centre_block(t: torch.Tensor, level: int) -> torch.Tensor:
+    """The centred ``(H / 2**level, W / 2**level)`` block of the last two axes."""
+    h, w = t.shape[-2:]
+    ch, cw = h >> level, w >> level
+    top, left = (h - ch) // 2, (w - cw) // 2
+    return t[..., top : top + ch, left : left + cw]
+
+
+@register_coarsening(dp.MRI)
+def _mri(physics: dp.MRI, level: int, noise_model: dp.NoiseModel) -> dp.Physics:
+    if physics.three_d:
+        raise NoCoarseRecipeError("no coarse recipe for 3D MRI yet; use coarse_mode='restrict'")
+    mask = _centre_block(physics.mask, level).contiguous()
+    return dp.MRI(mask=mask, img_size=tuple(mask.shape[-2:]), noise_model=noise_model, device=_device(physics))
+
+
+@register_measurement_restriction(dp.MRI)
+def _mri_measurement(physics: dp.MRI, y: torch.Tensor, level: int) -> torch.Tensor:
+    """Centred k-space block with the half-pixel phase of area restriction, 1/2 per level in 2D."""
+    kspace = torch.complex(y[:, 0], y[:, 1])
+    for _ in range(level):
+        size = kspace.shape[-1]
+        kspace = _centre_block(kspace, 1)
+        k = torch.arange(kspace.shape[-1], device=y.device) - kspace.shape[-1] // 2
+        phase = torch.exp(1j * torch.pi * k / size)
+        kspace = kspace * (phase[:, None] * phase[None, :]) / 2
+    return torch.stack((kspace.real, kspace.imag), dim=1).to(y.dtype) * _centre_block(physics.mask, level)
 
 
 def _device(physics: dp.Physics) -> torch.device:

@@ -13,7 +13,7 @@ from deepinv.loss import Loss, R2RLoss, SplittingLoss, SureGaussianLoss
 
 from mge_plugins import restrict
 
-from ..physics import NoCoarseRecipeError, coarsen_physics
+from ..physics import NoCoarseRecipeError, coarsen_physics, restrict_measurement
 
 __all__ = ["COARSE_MODES", "LevelPoser", "check_losses", "slice_physics"]
 
@@ -145,7 +145,8 @@ class LevelPoser:
             return PosedSample(x_k, physics_k(x_k), physics_k)
         if level == 0:
             return PosedSample(x, y, physics)
-        return PosedSample(x_k, restrict(y, level, self.restriction), self.model_physics(physics, level, "restrict"))
+        y_k = restrict_measurement(physics, y, level, self.restriction)
+        return PosedSample(x_k, y_k, self.model_physics(physics, level, "restrict"))
 
 
 def level_losses(losses: list[Loss], physics: dp.Physics) -> list[Loss]:
