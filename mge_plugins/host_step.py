@@ -355,6 +355,7 @@ HOST_OPTIONS: dict[str, str] = {
     "split": "split",
     "allocation": "allocation",
     "reestimate_every": "reestimate_every",
+    "budget": "budget",
 }
 """The strategy options every host takes, by the host's attribute name, with their :class:`StrategyOptions` field."""
 

@@ -17,7 +17,7 @@ import difflib
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -42,6 +42,7 @@ __all__ = [
 
 ENTRY_POINT_GROUP = "mge_plugins.strategies"
 ALLOCATIONS: tuple[str, ...] = ("fixed", "adaptive")
+BUDGETS: tuple[str, ...] = ("steps", "compute")
 
 
 @dataclass(frozen=True)
@@ -211,6 +212,10 @@ class StrategyOptions:
             re-chosen every ``reestimate_every`` steps by the multilevel Monte Carlo rule from
             measured per-level gradient variances (:class:`~mge_plugins.allocation.AdaptiveMGEStrategy`).
         reestimate_every: steps between measurements of the adaptive allocation.
+        budget: what ``iterations`` fixes for a coarse-to-fine strategy: ``"steps"`` (default:
+            that many optimizer steps, each cheaper than a single-scale one) or ``"compute"`` (the
+            work of that many single-scale steps of the loaded batch: the schedule is lengthened
+            until it spends as much, for the best quality at the same cost).
 
     Raises:
         ValueError: for a value no strategy can use, naming the option and the fix.
@@ -228,6 +233,7 @@ class StrategyOptions:
     split: str = "nested"
     allocation: str = "fixed"
     reestimate_every: int = 100
+    budget: str = "steps"
 
     def __post_init__(self) -> None:
         _check_int("levels", self.levels, 0)
@@ -240,6 +246,8 @@ class StrategyOptions:
                 f"unknown restriction {self.restriction!r}{hint}; use one of "
                 f"{', '.join(map(repr, RESTRICTION_METHODS))}"
             )
+        if self.budget not in BUDGETS:
+            raise ValueError(f"unknown budget {self.budget!r}; use one of {', '.join(map(repr, BUDGETS))}")
         if self.allocation not in ALLOCATIONS:
             raise ValueError(f"unknown allocation {self.allocation!r}; use one of {', '.join(map(repr, ALLOCATIONS))}")
         _check_int("reestimate_every", self.reestimate_every, 1)
@@ -346,12 +354,28 @@ def _mge(options: StrategyOptions) -> Strategy:
     return MGEStrategy(config)
 
 
+def _equal_compute(options: StrategyOptions, mge_levels: int | None) -> FullMultiscaleSchedule:
+    """The schedule whose work equals ``iterations`` single-scale steps of the loaded batch."""
+    schedule = options.schedule(mge_levels)
+    if options.budget != "compute" or not isinstance(options.iterations, int):
+        return schedule
+    from .cost import step_work_units
+
+    single = options.iterations * (options.loaded_batch_size or options.finest_size(0))
+    spent = sum(
+        s.iterations * step_work_units(s.batch_sizes, base_level=s.level, spatial_dims=options.spatial_dims)
+        for s in schedule.stages
+    )
+    steps = max(options.iterations, round(options.iterations * single / spent))
+    return replace(options, iterations=steps, budget="steps").schedule(mge_levels)
+
+
 def _full_multiscale(options: StrategyOptions) -> Strategy:
-    return FullMultiscaleStrategy(options.schedule())
+    return FullMultiscaleStrategy(_equal_compute(options, None))
 
 
 def _progressive_resizing(options: StrategyOptions) -> Strategy:
-    return FullMultiscaleStrategy(options.schedule(mge_levels=0), name="progressive-resizing")
+    return FullMultiscaleStrategy(_equal_compute(options, 0), name="progressive-resizing")
 
 
 _REGISTRY: dict[str, StrategyFactory] = {

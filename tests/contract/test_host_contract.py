@@ -121,3 +121,13 @@ def test_adaptive_allocation_measures_and_replans(host: str) -> None:
     history = result.strategy.history
     assert [entry["from_step"] for entry in history] == [1, 2, 3]
     assert all(max(entry["batch_sizes"]) <= 8 and len(entry["difference_variances"]) == 2 for entry in history)
+
+
+@pytest.mark.parametrize("host", ["deepinv", "monai"])
+def test_the_compute_budget_runs_longer_for_the_single_scale_work(host: str, capsys) -> None:
+    result = HOSTS[host].train(conv_net(), clean_images(n=16), strategy="full-multiscale", levels=1, budget="compute")
+    total = result.strategy.total_steps
+    assert total > 2  # 2 single-scale steps of 8 pay for `total` cheaper ones
+    # deepinv stops after exactly `total` steps; MONAI runs whole epochs of 2 (the rest at the finest stage).
+    assert result.steps == (total if host == "deepinv" else 2 * -(-total // 2))
+    assert f"budget='compute': full-multiscale runs {total}" in capsys.readouterr().out

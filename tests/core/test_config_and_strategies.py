@@ -170,3 +170,18 @@ def test_single_is_mge_with_no_levels_and_progressive_resizing_is_fms_without_mg
         assert progressive.plan(step).level == fms.plan(step).level
         assert progressive.plan(step).batch_sizes == (16,)
     assert progressive.describe()["strategy"] == "progressive-resizing"
+
+
+@pytest.mark.parametrize("name", ["full-multiscale", "progressive-resizing"])
+def test_the_compute_budget_lengthens_the_schedule_to_the_single_scale_work(name: str) -> None:
+    from mge_plugins.cost import step_work_units
+
+    steps = build_strategy(name, levels=2, loaded_batch_size=16, iterations=400)
+    compute = build_strategy(name, levels=2, loaded_batch_size=16, iterations=400, budget="compute")
+    work = sum(s.iterations * step_work_units(s.batch_sizes, base_level=s.level) for s in compute.schedule.stages)
+    assert compute.total_steps > 4 * steps.total_steps
+    assert work == pytest.approx(400 * 16, rel=0.01)  # what 400 single-scale steps of 16 samples spend
+    assert [s.level for s in compute.schedule.stages] == [s.level for s in steps.schedule.stages]
+    assert build_strategy("mge", levels=2, loaded_batch_size=16, budget="compute").plan(0).batch_sizes == (4, 8, 16)
+    with pytest.raises(ValueError, match="unknown budget 'flops'"):
+        build_strategy(name, budget="flops")

@@ -80,6 +80,10 @@ class MultiscaleTrainer(Trainer):
         sizes and the number of levels are re-chosen every ``reestimate_every`` steps from measured
         per-level gradient variances (:class:`mge_plugins.allocation.AdaptiveMGEStrategy`).
     :param int reestimate_every: steps between measurements of the adaptive allocation.
+    :param str budget: ``"steps"`` (default): Full-Multiscale and progressive resizing run the
+        iterations of your epochs, each cheaper than a single-scale one; ``"compute"``: they run
+        as many more iterations as the single-scale compute of your epochs pays for (the epochs are
+        extended, and a line says so), for the best quality at the same cost.
     :param bool allow_strategy_change: resume a checkpoint trained with another strategy (other name,
         levels, sizes or stages), to fine-tune from it; the cost record then starts again. By default
         (``False``) such a resume is refused, naming both strategies.
@@ -105,6 +109,7 @@ class MultiscaleTrainer(Trainer):
     allow_strategy_change: bool = False
     allocation: str = "fixed"
     reestimate_every: int = 100
+    budget: str = "steps"
 
     def __post_init__(self) -> None:
         validate_host_options(self)
@@ -139,6 +144,7 @@ class MultiscaleTrainer(Trainer):
         if not hasattr(self, "check_grad_val"):  # deepinv creates it only with check_grad=True
             self.check_grad_val = AverageMeter("Gradient norm", ":.2e")
         strategy = self._build_strategy()
+        self._extend_for_budget(strategy)
         if strategy.name != "single":
             check_losses(self.losses)
             warn_batchnorm(self.model, "deepinv.models.UNet(batch_norm=False)")
@@ -226,6 +232,21 @@ class MultiscaleTrainer(Trainer):
     def _total_iterations(self) -> int:
         batches = min(len(loader) - loader.drop_last for loader in self.train_dataloader)
         return min(self.epochs * batches, self.max_batch_steps + 1)
+
+    def _extend_for_budget(self, strategy: Strategy) -> None:
+        """With ``budget="compute"``, run the epochs the strategy's longer schedule needs."""
+        total = strategy.total_steps
+        planned = self._total_iterations()
+        if self.budget != "compute" or total is None or total <= planned:
+            return
+        batches = min(len(loader) - loader.drop_last for loader in self.train_dataloader)
+        epochs = self.epoch_start + -(-total // batches)
+        self.max_batch_steps = total - 1  # deepinv runs max_batch_steps + 1 steps: exactly the schedule
+        print(
+            f"budget='compute': {strategy.name} runs {total} steps ({epochs} epochs instead of {self.epochs}) "
+            f"for the compute of {planned} single-scale steps"
+        )
+        self.epochs = epochs
 
     def _build_strategy(self) -> Strategy:
         iterations = self.iterations if self.iterations is not None else self._total_iterations()

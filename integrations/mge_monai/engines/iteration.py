@@ -76,6 +76,10 @@ class MultiscaleIteration:
             and levels re-chosen every ``reestimate_every`` iterations from measured per-level
             gradient variances; the choices travel in ``engine.state.mge_allocation``.
         reestimate_every: iterations between measurements of the adaptive allocation.
+        budget: ``"steps"`` (default): coarse-to-fine strategies run the engine's iterations;
+            ``"compute"``: they run as many more as the single-scale compute of those iterations
+            pays for (``max_epochs`` is raised at the first iteration, and a line says so; the
+            last epoch is run whole, at the finest stage).
         allow_strategy_change: resume a checkpoint trained with another strategy (other name,
             levels, sizes or stages), to fine-tune from it; the cost record then starts again. By
             default such a resume is refused, naming both strategies (the strategy travels in
@@ -106,12 +110,14 @@ class MultiscaleIteration:
         allow_strategy_change: bool = False,
         allocation: str = "fixed",
         reestimate_every: int = 100,
+        budget: str = "steps",
     ) -> None:
         self.strategy = strategy
         self.nonfinite = nonfinite
         self.allow_strategy_change = allow_strategy_change
         self.allocation = allocation
         self.reestimate_every = reestimate_every
+        self.budget = budget
         self.noise_sigma = noise_sigma
         self.keep_noise_std = keep_noise_std
         self.label_key = label_key
@@ -183,6 +189,18 @@ class MultiscaleIteration:
         loaded, dims = inputs.shape[0], inputs.dim() - 2
         options = host_options(self, loaded_batch_size=loaded, spatial_dims=dims, iterations=iterations)
         strategy = build_strategy(self.strategy, **options)
+        total = strategy.total_steps
+        if (
+            self.budget == "compute"
+            and total is not None
+            and total > engine.state.max_epochs * engine.state.epoch_length
+        ):
+            epochs = -(-total // engine.state.epoch_length)
+            print(
+                f"budget='compute': {strategy.name} runs {total} iterations ({epochs} epochs instead of "
+                f"{engine.state.max_epochs}) for the compute of {iterations} single-scale iterations"
+            )
+            engine.state.max_epochs = epochs
         baseline = loaded if strategy.name == "single" else max(strategy.max_batch_sizes)
         self.cost = CostMeter(dims, baseline_batch_size=baseline)
         saved = getattr(engine.state, STATE_KEY, None)
