@@ -1,7 +1,7 @@
 """Tables and plots from ``scripts/fms_convergence.py`` results: the frontier against a converged reference.
 
-Reads one or more ``results.jsonl`` files and writes ``report.md`` and ``frontier.png`` next to
-the first. Runs of one family (``single``, ``fms``, ``pr``, ``fms25``, ...) at several lengths form a
+Reads one or more ``results.jsonl`` files and writes ``report.md`` and ``report.png`` (or
+``NAME.md`` and ``NAME.png`` with ``--block NAME``) next to the first. Runs of one family (``single``, ``fms``, ``pr``, ``fms25``, ...) at several lengths form a
 curve of final PSNR against FLOPs. The reference is the shortest single-scale run whose doubling
 gains less than 0.2 dB; the target is the reference's PSNR minus 0.1 dB. For each family the
 FLOPs to reach the target are interpolated between its runs (not along one run's curve), and the
@@ -9,6 +9,11 @@ saving is the reference's FLOPs over them. Seconds are quoted only for runs whos
 within the machine's cores.
 
     python scripts/fms_report.py results/study/s64/results.jsonl [more.jsonl ...]
+    python scripts/fms_report.py docs/study/s64.jsonl --into BENCHMARKS.md --block s64
+
+With ``--into FILE --block NAME`` the report also replaces the text between the markers
+``<!-- study:NAME -->`` and ``<!-- /study:NAME -->`` of ``FILE`` (``tests/test_benchmarks_doc.py``
+checks that every such block equals the report of ``docs/study/NAME.jsonl``).
 """
 
 from __future__ import annotations
@@ -120,17 +125,40 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+def replace_block(path: Path, name: str, text: str) -> None:
+    """Put ``text`` between the ``study:name`` markers of ``path``.
+
+    Raises:
+        SystemExit: when the markers are missing.
+    """
+    start, end = f"<!-- study:{name} -->", f"<!-- /study:{name} -->"
+    document = path.read_text()
+    if start not in document or end not in document:
+        raise SystemExit(f"{path} has no {start} ... {end} block; add the two markers where the report goes")
+    head, rest = document.split(start, 1)
+    _, tail = rest.split(end, 1)
+    path.write_text(f"{head}{start}\n{text}{end}{tail}")
+
+
 def main() -> None:
-    """Read the results, write ``report.md`` and ``frontier.png``."""
+    """Read the results, write the report and its plot (and the ``--into`` block)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("results", type=Path, nargs="+", help="results.jsonl files of fms_convergence.py")
+    parser.add_argument("--into", type=Path, help="a Markdown file to update between study markers")
+    parser.add_argument("--block", help="the marker name for --into (e.g. s64)")
     args = parser.parse_args()
     rows = load(args.results)
     out = args.results[0].parent
-    (out / "report.md").write_text(report(rows))
-    plot(rows, out / "frontier.png")
-    print((out / "report.md").read_text())
-    print(f"wrote {out / 'report.md'} and {out / 'frontier.png'}")
+    text = report(rows)
+    stem = args.block or "report"
+    (out / f"{stem}.md").write_text(text)
+    plot(rows, out / f"{stem}.png")
+    if args.into is not None:
+        if not args.block:
+            parser.error("--into needs --block NAME")
+        replace_block(args.into, args.block, text)
+    print(text)
+    print(f"wrote {out / (stem + '.md')} and {out / (stem + '.png')}" + (f", and {args.into}" if args.into else ""))
 
 
 if __name__ == "__main__":

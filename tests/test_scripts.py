@@ -41,4 +41,4 @@ def test_the_convergence_study_and_its_report_run_on_tiny_settings(tmp_path: Pat
         [sys.executable, str(SCRIPTS / "fms_report.py"), str(tmp_path / "results.jsonl")],
         check=True, capture_output=True, text=True,
     ).stdout  # fmt: skip
-    assert re.search(r"\| fms:6 \| [\d.]+ \| \d+ \|", report) and (tmp_path / "frontier.png").stat().st_size > 0
+    assert re.search(r"\| fms:6 \| [\d.]+ \| \d+ \|", report) and (tmp_path / "report.png").stat().st_size > 0
