@@ -1,8 +1,9 @@
 """Tables and plots from ``scripts/fms_convergence.py`` results: the frontier against a converged reference.
 
 Reads one or more ``results.jsonl`` files and writes ``report.md`` and ``report.png`` (or
-``NAME.md`` and ``NAME.png`` with ``--block NAME``) next to the first. Runs of one family (``single``, ``fms``, ``pr``, ``fms25``, ...) at several lengths form a
-curve of final PSNR against FLOPs. The reference is the shortest single-scale run whose doubling
+``NAME.md`` and ``NAME.png`` with ``--block NAME``) next to the first. Runs of one family
+(``single``, ``fms``, ``pr``, ``fms25``, ...) at several lengths form a curve of final PSNR
+against FLOPs. The reference is the shortest single-scale run whose doubling
 gains less than 0.2 dB; the target is the reference's PSNR minus 0.1 dB. For each family the
 FLOPs to reach the target are interpolated between its runs (not along one run's curve), and the
 saving is the reference's FLOPs over them. Seconds are quoted only for runs whose load stayed
