@@ -165,13 +165,51 @@ def _explain(model: nn.Module, input_shape: tuple[int, ...], level: int, error: 
             f"the network fails at level {level} on a dtype mismatch (the data and the weights differ): {error}. "
             "Convert the model or the data to one dtype (model.float() or images.float())"
         )
-    if "img_size" in text or "input size" in text.lower() or ("expected input" in text.lower() and "size" in text):
+    lowered = text.lower()
+    too_small = ("too small" in lowered or "can't be greater than actual input size" in lowered) and (
+        "more than 1" not in lowered
+    )
+    if "img_size" in text or ("input size" in lowered and not too_small and "more than 1" not in lowered):
         return ValueError(
             f"the network fails at level {level} (input {coarse}, fine {tuple(fine_shape)}) because it is built for "
             f"one input size: {error}. Multiscale training feeds it every level's size; use a network that "
             "accepts any size (a convolutional one), or strategy='single'"
         )
+    where = f"the network fails at level {level} (input {coarse}, fine {tuple(fine_shape)})"
+    down = _downsamplings(model)
+    multiple = 2 ** (level + down)
+    smallest = tuple(max(multiple, -(-int(n) // multiple) * multiple) for n in fine_shape)
+    if too_small:
+        return ValueError(
+            f"{where}: the network's {down} downsamplings leave nothing at that level ({error}); the smallest fine "
+            f"crop that works is {smallest} (sides divisible by {multiple}), or use levels <= {max(0, level - 1)}"
+        )
+    if "more than 1 spatial element" in lowered or "more than 1 value per channel" in lowered:
+        return ValueError(
+            f"{where}: a normalisation layer has one voxel per channel there ({error}); its {down} "
+            f"downsamplings leave nothing to normalise at that level. Use crops of at least "
+            f"{tuple(2 * s for s in smallest)} px, or levels <= {max(0, level - 1)}"
+        )
+    if "must match" in lowered or "sizes of tensors" in lowered or "size mismatch" in lowered:
+        return ValueError(
+            f"{where} on mismatched sizes: {error}. Either the network's {down} downsamplings need sides divisible "
+            f"by {multiple} at level {level} (the smallest fine crop that works is {smallest}; declare "
+            f"size_multiple={2**down} to check it up front), or an operator built for the fine size was handed a "
+            "coarse level (give it a recipe with register_coarsening, or use coarse_mode='restrict')"
+        )
     return ValueError(
-        f"the network fails at level {level} (input {coarse}, fine {tuple(fine_shape)}): {error}. "
-        "Use fewer levels or larger images, or declare size_multiple= to check divisibility up front"
+        f"{where}: {error}. Use fewer levels or larger images, or declare size_multiple= to check up front"
     )
+
+
+def _downsamplings(model: nn.Module) -> int:
+    """Strided convolutions and pooling layers along the network (an upper bound on its depth in scales)."""
+    count = 0
+    for module in model.modules():
+        stride = getattr(module, "stride", 1)
+        strides = stride if isinstance(stride, (tuple, list)) else (stride,)
+        if isinstance(module, nn.modules.conv._ConvNd) and not isinstance(module, nn.modules.conv._ConvTransposeNd):
+            count += int(max(strides) > 1)
+        elif isinstance(module, (nn.modules.pooling._MaxPoolNd, nn.modules.pooling._AvgPoolNd)):
+            count += 1
+    return count

@@ -16,7 +16,7 @@ import pytest
 import torch
 from torch import nn
 
-from mge_plugins import MGEConfig, NonFiniteError, mge_step
+from mge_plugins import MGEConfig, NonFiniteError, mge_step, restrict
 from mge_plugins.nonfinite import NonFinitePolicy, NonFiniteStepWarning
 
 dinv = pytest.importorskip("deepinv")
@@ -526,3 +526,46 @@ def test_offline_measurements_say_that_coarse_samples_are_restricted() -> None:
     physics = dinv.physics.Denoising(dinv.physics.GaussianNoise(0.1))
     with pytest.warns(UserWarning, match=r"restricts the fine measurements of Denoising because the measurements are"):
         assert poser.mode_for(physics, has_x=True, online=False) == "restrict"
+
+
+@pytest.mark.parametrize(
+    "network, match",
+    [
+        (
+            lambda: nn.Sequential(
+                nn.Conv2d(1, 4, 3, padding=1), nn.AvgPool2d(2), nn.AvgPool2d(2), nn.InstanceNorm2d(4)
+            ),
+            r"a normalisation layer has one voxel per channel there.*2 downsamplings.*crops of at least \(32, 32\)",
+        ),
+        (
+            lambda: SkipUNet(),
+            r"on mismatched sizes.*1 downsamplings need sides divisible by 8 at level 2.*smallest fine crop that "
+            r"works is \(16, 16\).*size_multiple=2.*register_coarsening.*coarse_mode='restrict'",
+        ),
+        (
+            lambda: nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.AvgPool2d(2), nn.AvgPool2d(2)),
+            r"2 downsamplings leave nothing at that level.*smallest fine crop that works is \(16, 16\)",
+        ),
+    ],
+    ids=["one-voxel-norm", "skip-sizes", "too-small"],
+)
+def test_the_cause_of_a_coarse_failure_is_classified_with_its_fix(network, match: str) -> None:
+    from mge_plugins.checks import check_network
+
+    model = network()
+    side = 16 if "voxel" in match else 12  # 12 px at level 2 is 3 px: odd sizes break the skip
+    probe = torch.rand(1, 1, side, side)
+    with pytest.raises(ValueError, match=match):
+        check_network(lambda: model(restrict(probe, 2)), model, level=2, input_shape=(8, 1, side, side))
+
+
+class SkipUNet(nn.Module):
+    """One pooling and a skip connection: odd sides cannot be concatenated back."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down, self.conv = nn.MaxPool2d(2), nn.Conv2d(1, 1, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        up = nn.functional.interpolate(self.conv(self.down(x)), scale_factor=2)
+        return torch.cat([x, up], dim=1)
