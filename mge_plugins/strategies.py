@@ -213,9 +213,10 @@ class StrategyOptions:
             measured per-level gradient variances (:class:`~mge_plugins.allocation.AdaptiveMGEStrategy`).
         reestimate_every: steps between measurements of the adaptive allocation.
         budget: what ``iterations`` fixes for a coarse-to-fine strategy: ``"steps"`` (default:
-            that many optimizer steps, each cheaper than a single-scale one) or ``"compute"`` (the
+            that many optimizer steps, each cheaper than a single-scale one), ``"compute"`` (the
             work of that many single-scale steps of the loaded batch: the schedule is lengthened
-            until it spends as much, for the best quality at the same cost).
+            until it spends as much, for the best quality at the same cost), or a fraction such as
+            ``0.35`` of that work (lengthened, or shortened, to spend that share).
 
     Raises:
         ValueError: for a value no strategy can use, naming the option and the fix.
@@ -233,7 +234,7 @@ class StrategyOptions:
     split: str = "nested"
     allocation: str = "fixed"
     reestimate_every: int = 100
-    budget: str = "steps"
+    budget: str | float = "steps"
 
     def __post_init__(self) -> None:
         _check_int("levels", self.levels, 0)
@@ -246,8 +247,13 @@ class StrategyOptions:
                 f"unknown restriction {self.restriction!r}{hint}; use one of "
                 f"{', '.join(map(repr, RESTRICTION_METHODS))}"
             )
-        if self.budget not in BUDGETS:
-            raise ValueError(f"unknown budget {self.budget!r}; use one of {', '.join(map(repr, BUDGETS))}")
+        if isinstance(self.budget, bool) or not (
+            self.budget in BUDGETS or (isinstance(self.budget, (int, float)) and 0 < self.budget < math.inf)
+        ):
+            raise ValueError(
+                f"unknown budget {self.budget!r}; use one of {', '.join(map(repr, BUDGETS))} or a fraction > 0 of "
+                "the single-scale compute (e.g. 0.35)"
+            )
         if self.allocation not in ALLOCATIONS:
             raise ValueError(f"unknown allocation {self.allocation!r}; use one of {', '.join(map(repr, ALLOCATIONS))}")
         _check_int("reestimate_every", self.reestimate_every, 1)
@@ -357,8 +363,9 @@ def _mge(options: StrategyOptions) -> Strategy:
 def _equal_compute(options: StrategyOptions, mge_levels: int | None) -> FullMultiscaleSchedule:
     """The schedule whose work equals ``iterations`` single-scale steps of the loaded batch."""
     schedule = options.schedule(mge_levels)
-    if options.budget != "compute" or not isinstance(options.iterations, int):
+    if options.budget == "steps" or not isinstance(options.iterations, int):
         return schedule
+    share = 1.0 if options.budget == "compute" else float(options.budget)
     from .cost import step_work_units
 
     single = options.iterations * (options.loaded_batch_size or options.finest_size(0))
@@ -366,7 +373,7 @@ def _equal_compute(options: StrategyOptions, mge_levels: int | None) -> FullMult
         s.iterations * step_work_units(s.batch_sizes, base_level=s.level, spatial_dims=options.spatial_dims)
         for s in schedule.stages
     )
-    steps = max(options.iterations, round(options.iterations * single / spent))
+    steps = max(2 ** (options.levels + 1) - 1, round(options.iterations * share * single / spent))
     return replace(options, iterations=steps, budget="steps").schedule(mge_levels)
 
 

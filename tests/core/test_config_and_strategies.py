@@ -185,3 +185,13 @@ def test_the_compute_budget_lengthens_the_schedule_to_the_single_scale_work(name
     assert build_strategy("mge", levels=2, loaded_batch_size=16, budget="compute").plan(0).batch_sizes == (4, 8, 16)
     with pytest.raises(ValueError, match="unknown budget 'flops'"):
         build_strategy(name, budget="flops")
+
+
+def test_a_fractional_budget_spends_that_share_of_the_single_scale_work() -> None:
+    from mge_plugins.cost import step_work_units
+
+    third = build_strategy("progressive-resizing", levels=2, loaded_batch_size=16, iterations=400, budget=0.35)
+    work = sum(s.iterations * step_work_units(s.batch_sizes, base_level=s.level) for s in third.schedule.stages)
+    assert work == pytest.approx(0.35 * 400 * 16, rel=0.01)
+    with pytest.raises(ValueError, match=r"unknown budget -1.*a fraction > 0"):
+        build_strategy("full-multiscale", budget=-1)

@@ -234,17 +234,17 @@ class MultiscaleTrainer(Trainer):
         return min(self.epochs * batches, self.max_batch_steps + 1)
 
     def _extend_for_budget(self, strategy: Strategy) -> None:
-        """With ``budget="compute"``, run the epochs the strategy's longer schedule needs."""
+        """With a compute ``budget``, run the epochs (and steps) the strategy's schedule needs."""
         total = strategy.total_steps
         planned = self._total_iterations()
-        if self.budget != "compute" or total is None or total <= planned:
+        if self.budget == "steps" or total is None or total == planned:
             return
         batches = min(len(loader) - loader.drop_last for loader in self.train_dataloader)
         epochs = self.epoch_start + -(-total // batches)
         self.max_batch_steps = total - 1  # deepinv runs max_batch_steps + 1 steps: exactly the schedule
         print(
-            f"budget='compute': {strategy.name} runs {total} steps ({epochs} epochs instead of {self.epochs}) "
-            f"for the compute of {planned} single-scale steps"
+            f"budget={self.budget!r}: {strategy.name} runs {total} steps ({epochs} epochs instead of {self.epochs}) "
+            f"for the compute budget of {planned} single-scale steps"
         )
         self.epochs = epochs
 

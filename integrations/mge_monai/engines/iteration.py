@@ -190,15 +190,12 @@ class MultiscaleIteration:
         options = host_options(self, loaded_batch_size=loaded, spatial_dims=dims, iterations=iterations)
         strategy = build_strategy(self.strategy, **options)
         total = strategy.total_steps
-        if (
-            self.budget == "compute"
-            and total is not None
-            and total > engine.state.max_epochs * engine.state.epoch_length
-        ):
+        planned = engine.state.max_epochs * engine.state.epoch_length
+        if self.budget != "steps" and total is not None and total != planned:
             epochs = -(-total // engine.state.epoch_length)
             print(
-                f"budget='compute': {strategy.name} runs {total} iterations ({epochs} epochs instead of "
-                f"{engine.state.max_epochs}) for the compute of {iterations} single-scale iterations"
+                f"budget={self.budget!r}: {strategy.name} runs {total} iterations ({epochs} epochs instead of "
+                f"{engine.state.max_epochs}) for the compute budget of {iterations} single-scale iterations"
             )
             engine.state.max_epochs = epochs
         baseline = loaded if strategy.name == "single" else max(strategy.max_batch_sizes)
