@@ -152,14 +152,18 @@ def main() -> None:
     out = args.results[0].parent
     text = report(rows)
     stem = args.block or "report"
-    (out / f"{stem}.md").write_text(text)
-    plot(rows, out / f"{stem}.png")
+    written = [out / f"{stem}.png"]
+    plot(rows, written[0])
     if args.into is not None:
         if not args.block:
             parser.error("--into needs --block NAME")
         replace_block(args.into, args.block, text)
+        written.append(args.into)
+    else:
+        written.insert(0, out / f"{stem}.md")
+        written[0].write_text(text)
     print(text)
-    print(f"wrote {out / (stem + '.md')} and {out / (stem + '.png')}" + (f", and {args.into}" if args.into else ""))
+    print("wrote " + ", ".join(map(str, written)))
 
 
 if __name__ == "__main__":
