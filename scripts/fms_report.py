@@ -109,6 +109,7 @@ def report(rows: list[dict[str, Any]]) -> str:
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
     """PSNR against GFLOPs, one line per family."""
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -117,6 +118,11 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     for name, runs in sorted(families(rows).items()):
         ax.plot([r["flops"] / 1e9 for r in runs], [r["psnr"] for r in runs], marker="o", label=name)
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ref, _ = reference(families(rows).get("single", []))
+    if ref is not None:
+        ax.axhline(ref["psnr"] - TARGET_MARGIN_DB, color="grey", linestyle="--", linewidth=1, label="target")
     ax.set_xlabel("GFLOPs (forward + backward, whole run)")
     ax.set_ylabel("held-out PSNR (dB)")
     ax.grid(True, which="both", alpha=0.3)
