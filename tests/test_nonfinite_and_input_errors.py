@@ -364,7 +364,6 @@ INPUT_CASES = [
     ("channels", "monai", lambda: monai_with(monai_samples(channels=3)), CHANNELS),
     ("too small", "mge_step", lambda: step_with(images(n=16, size=12), levels=3), SMALL),
     ("too small", "deepinv", lambda: deepinv_with(images(size=12), levels=3), SMALL),
-    ("too small", "monai", lambda: monai_with(monai_samples(size=12), levels=3), SMALL),
     ("short dataset", "deepinv", lambda: deepinv_with(images(n=4)), SHORT),
     ("short dataset", "monai", lambda: monai_with(monai_samples(n=4)), SHORT),
     ("2D net, 3D data", "deepinv", lambda: deepinv_with(images(size=8, dims=3), levels=1), DIMS),
@@ -378,6 +377,15 @@ INPUT_CASES = [
 def test_bad_input_gives_an_error_naming_the_setting(run, match) -> None:
     with pytest.raises((ValueError, RuntimeError), match=match):
         run()
+
+
+def test_monai_trains_images_too_small_for_the_levels_with_fewer_and_one_warning() -> None:
+    trainer = monai_trainer(data=monai_samples(size=12), levels=3)
+    with pytest.warns(
+        UserWarning, match=r"using levels=2 instead of the requested levels=3: spatial size 12 \(axis H\)"
+    ):
+        trainer.run()
+    assert trainer.multiscale.built_strategy.coarsest_level == 2
 
 
 # --- data loaders -------------------------------------------------------------------------------
