@@ -518,9 +518,20 @@ def test_a_loaded_batch_too_small_for_the_levels_is_warned_about() -> None:
         (lambda: deepinv_trainer(strategy="full_multiscale"), "Did you mean 'full-multiscale'"),
         (lambda: monai_trainer(strategy="mgee"), "Did you mean 'mge'"),
         (lambda: monai_trainer(restriction="aera"), r"unknown restriction 'aera' \(did you mean 'area'\?\)"),
+        (lambda: monai_trainer(label_restriction="majority"), r"unknown label_restriction 'majority'; use one of"),
         (lambda: monai_trainer(nonfinite="ignore"), "nonfinite must be one of 'raise', 'skip'"),
     ],
-    ids=["levels", "iterations", "growth", "coarse-noise", "deepinv-name", "monai-name", "restriction", "nonfinite"],
+    ids=[
+        "levels",
+        "iterations",
+        "growth",
+        "coarse-noise",
+        "deepinv-name",
+        "monai-name",
+        "restriction",
+        "label-restriction",
+        "nonfinite",
+    ],
 )
 def test_bad_options_fail_at_construction_not_at_the_first_step(make, match: str) -> None:
     with pytest.raises(ValueError, match=match):
