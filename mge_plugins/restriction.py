@@ -5,7 +5,8 @@ Level ``k`` halves every spatial axis ``k`` times. Three methods are offered:
 - ``"area"`` (default): mean-preserving ``2 x 2`` (``2 x 2 x 2`` in 3D) average pooling per
   level. It lowers i.i.d. noise std by ``2**(d/2)`` per level.
 - ``"nearest"``: keeps every second sample (what ``F.interpolate(scale_factor=0.5)`` does by
-  default). It keeps the per-pixel noise but aliases; offered for parity with earlier code.
+  default). It keeps the per-pixel noise but aliases; offered for parity with earlier code. It
+  also takes integer tensors (label maps), and returns a contiguous copy, like the others.
 - ``"antialias"``: separable linear (tent) filter ``[1, 3, 3, 1] / 8`` with stride 2,
   renormalised at the borders. In 2D it equals
   ``F.interpolate(mode="bilinear", antialias=True, scale_factor=0.5)``; it extends the same
@@ -136,8 +137,8 @@ def _restrict_once(x: torch.Tensor, method: str) -> torch.Tensor:
     if method == "area":
         pool = F.avg_pool2d if x.dim() == 4 else F.avg_pool3d
         return pool(x, kernel_size=2, stride=2)
-    if method == "nearest":
-        return x[(..., *([slice(None, None, 2)] * (x.dim() - 2)))]
+    if method == "nearest":  # a strided view: copied, since ignite metrics call .view on it
+        return x[(..., *([slice(None, None, 2)] * (x.dim() - 2)))].contiguous()
     return _antialias_once(x)
 
 
@@ -145,13 +146,14 @@ def restrict(x: torch.Tensor, levels: int = 1, method: str = "area") -> torch.Te
     """Restrict a batch of images or volumes ``levels`` times by a factor 2 per spatial axis.
 
     Args:
-        x: tensor of shape ``(B, C, H, W)`` or ``(B, C, D, H, W)``, any floating dtype, any
-            device. Gradients flow through.
+        x: tensor of shape ``(B, C, H, W)`` or ``(B, C, D, H, W)``, any floating dtype (any
+            dtype for ``"nearest"``), any device. Gradients flow through.
         levels: number of halvings (0 returns ``x`` itself).
         method: ``"area"`` (default), ``"nearest"`` or ``"antialias"``.
 
     Returns:
-        Tensor of shape ``(B, C, H / 2**levels, W / 2**levels)`` (or the 3D analogue).
+        Tensor of shape ``(B, C, H / 2**levels, W / 2**levels)`` (or the 3D analogue), contiguous
+        for ``levels > 0``. For labels see :func:`mge_plugins.level_rules.restrict_mode`.
 
     Raises:
         ValueError: for a tensor that is not 4-D or 5-D, an unknown method, or a spatial size
@@ -168,8 +170,11 @@ def restrict(x: torch.Tensor, levels: int = 1, method: str = "area") -> torch.Te
             f"restrict expects (B, C, H, W) or (B, C, D, H, W), got a tensor of shape {tuple(x.shape)}; "
             "add the missing batch/channel axes with x[None] or x.unsqueeze(1)"
         )
-    if not x.is_floating_point():
-        raise ValueError(f"restrict needs a floating-point tensor, got {x.dtype}; convert with x.float()")
+    if not x.is_floating_point() and method != "nearest":
+        raise ValueError(
+            f"restrict({method!r}) needs a floating-point tensor, got {x.dtype}; convert with x.float(), or "
+            "restrict label maps with method='nearest' or mge_plugins.level_rules.restrict_mode"
+        )
     check_level_sizes(x.shape[2:], levels)
     for _ in range(levels):
         x = _restrict_once(x, method)

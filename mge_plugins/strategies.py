@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields, replace
@@ -24,10 +25,11 @@ from typing import Any
 from .batching import SPLIT_MODES, required_batch_size
 from .config import MGEConfig
 from .restriction import RESTRICTION_METHODS, check_level_sizes
-from .schedule import FullMultiscaleSchedule
+from .schedule import FullMultiscaleSchedule, halving_split
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "STAGED_STRATEGIES",
     "FullMultiscaleStrategy",
     "MGEStrategy",
     "StepPlan",
@@ -36,8 +38,11 @@ __all__ = [
     "available_strategies",
     "build_strategy",
     "check_fits",
+    "fit_levels",
     "get_strategy",
+    "refit_options",
     "register_strategy",
+    "warn_fitted_levels",
 ]
 
 ENTRY_POINT_GROUP = "mge_plugins.strategies"
@@ -493,3 +498,124 @@ def build_strategy(strategy: str | Strategy, **options: Any) -> Strategy:
     if spec.loaded_batch_size is not None:
         check_fits(built, spec.loaded_batch_size, spec.split)
     return built
+
+
+# --- fitting the levels to a run -------------------------------------------------------------
+
+STAGED_STRATEGIES: tuple[str, ...] = ("full-multiscale", "progressive-resizing")
+"""Built-in strategies with ``levels + 1`` stages, whose run length bounds the levels."""
+
+
+def _fit_problem(
+    levels: int,
+    iterations: int | Sequence[int] | None,
+    spatial_shape: Sequence[int] | None,
+    multiple: int,
+    probe: Callable[[int], Any] | None,
+) -> ValueError | None:
+    """Why ``levels`` cannot be used (the first failing check), or ``None``."""
+    if isinstance(iterations, int) and not isinstance(iterations, bool):
+        try:
+            halving_split(iterations, levels + 1)
+        except ValueError as error:
+            return ValueError(
+                f"a run of {iterations} iterations is too short for the {levels + 1} stages of "
+                f"levels={levels} ({error})"
+            )
+    if spatial_shape is not None:
+        try:
+            check_level_sizes(spatial_shape, levels, multiple=multiple)
+        except ValueError as error:
+            return error
+    if probe is not None:
+        try:
+            probe(levels)
+        except ValueError as error:
+            return error
+    return None
+
+
+def fit_levels(
+    requested: int,
+    *,
+    iterations: int | Sequence[int] | None = None,
+    spatial_shape: Sequence[int] | None = None,
+    multiple: int = 1,
+    probe: Callable[[int], Any] | None = None,
+) -> tuple[int, str | None]:
+    """The largest number of levels, at most ``requested``, that this run can use, and why not more.
+
+    Checked for each candidate, from ``requested`` down: the run length (``iterations`` split by
+    halving over ``levels + 1`` stages, for staged strategies; pass ``None`` otherwise, or for
+    explicit per-stage counts), the image sizes (every level of ``spatial_shape`` divisible by
+    ``multiple``), then ``probe(levels)`` (e.g. a dry run of the network at that level, raising
+    ``ValueError`` when it fails). ``levels=0`` passes the first check always, and the second for
+    any size ``multiple`` divides.
+
+    Args:
+        requested: the levels the user asked for.
+        iterations: the run's total steps, for a staged strategy.
+        spatial_shape: the images' fine spatial shape.
+        multiple: divisor the network needs at every level.
+        probe: ``probe(levels)`` raises ``ValueError`` when the network cannot run that deep.
+
+    Returns:
+        ``(levels, reason)``: ``reason`` is ``None`` when ``requested`` works, else why
+        ``levels + 1`` does not (for :func:`warn_fitted_levels`).
+
+    Raises:
+        ValueError: when no level works (the images or the network fail even at level 0): the
+            error found at level 0.
+
+    Example:
+        >>> fit_levels(3, iterations=6)[0]  # 4 stages need 8 steps when halving
+        2
+        >>> levels, reason = fit_levels(3, spatial_shape=(12, 12))
+        >>> levels, reason[:45]
+        (2, 'spatial size 12 (axis H) is not divisible by ')
+    """
+    _check_int("levels", requested, 0)
+    problems: dict[int, ValueError] = {}
+    for levels in range(requested, -1, -1):
+        problem = _fit_problem(levels, iterations, spatial_shape, multiple, probe)
+        if problem is None:
+            return levels, None if levels == requested else str(problems[levels + 1])
+        problems[levels] = problem
+    raise problems[0]
+
+
+def warn_fitted_levels(requested: int, levels: int, reason: str | None, *, stacklevel: int = 3) -> None:
+    """Warn once that a run uses ``levels`` instead of ``requested`` (nothing when they agree)."""
+    if reason is None or levels == requested:
+        return
+    warnings.warn(
+        f"using levels={levels} instead of the requested levels={requested}: {reason}. Pass levels={levels} to "
+        "choose this yourself (and silence this warning), or give the run more iterations or larger images",
+        stacklevel=stacklevel,
+    )
+
+
+def refit_options(options: dict[str, Any], levels: int) -> dict[str, Any]:
+    """:class:`StrategyOptions` keywords for ``levels`` instead of ``options["levels"]``.
+
+    Per-level lists are cut to the new levels: explicit ``batch_sizes`` (finest first) lose their
+    coarsest terms, per-stage ``batch_size`` lists (coarsest first) their coarsest stages, and
+    per-stage ``iterations`` give the dropped stages' steps to the new coarsest stage, so the run
+    keeps its length.
+
+    Example:
+        >>> refit_options({"levels": 3, "iterations": [8, 4, 2, 1], "batch_size": [16, 8, 4, 2]}, 1)
+        {'levels': 1, 'iterations': [14, 1], 'batch_size': [4, 2]}
+    """
+    out = dict(options, levels=levels)
+    drop = int(options.get("levels", levels)) - levels
+    if drop <= 0:
+        return out
+    if isinstance(options.get("batch_sizes"), (list, tuple)):
+        out["batch_sizes"] = list(options["batch_sizes"])[: levels + 1]
+    if isinstance(options.get("batch_size"), (list, tuple)):
+        out["batch_size"] = list(options["batch_size"])[drop:]
+    if isinstance(options.get("iterations"), (list, tuple)):
+        steps = [int(n) for n in options["iterations"]]
+        out["iterations"] = [sum(steps[: drop + 1]), *steps[drop + 1 :]]
+    return out

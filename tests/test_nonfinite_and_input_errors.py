@@ -364,7 +364,6 @@ INPUT_CASES = [
     ("channels", "monai", lambda: monai_with(monai_samples(channels=3)), CHANNELS),
     ("too small", "mge_step", lambda: step_with(images(n=16, size=12), levels=3), SMALL),
     ("too small", "deepinv", lambda: deepinv_with(images(size=12), levels=3), SMALL),
-    ("too small", "monai", lambda: monai_with(monai_samples(size=12), levels=3), SMALL),
     ("short dataset", "deepinv", lambda: deepinv_with(images(n=4)), SHORT),
     ("short dataset", "monai", lambda: monai_with(monai_samples(n=4)), SHORT),
     ("2D net, 3D data", "deepinv", lambda: deepinv_with(images(size=8, dims=3), levels=1), DIMS),
@@ -378,6 +377,15 @@ INPUT_CASES = [
 def test_bad_input_gives_an_error_naming_the_setting(run, match) -> None:
     with pytest.raises((ValueError, RuntimeError), match=match):
         run()
+
+
+def test_monai_trains_images_too_small_for_the_levels_with_fewer_and_one_warning() -> None:
+    trainer = monai_trainer(data=monai_samples(size=12), levels=3)
+    with pytest.warns(
+        UserWarning, match=r"using levels=2 instead of the requested levels=3: spatial size 12 \(axis H\)"
+    ):
+        trainer.run()
+    assert trainer.multiscale.built_strategy.coarsest_level == 2
 
 
 # --- data loaders -------------------------------------------------------------------------------
@@ -510,9 +518,20 @@ def test_a_loaded_batch_too_small_for_the_levels_is_warned_about() -> None:
         (lambda: deepinv_trainer(strategy="full_multiscale"), "Did you mean 'full-multiscale'"),
         (lambda: monai_trainer(strategy="mgee"), "Did you mean 'mge'"),
         (lambda: monai_trainer(restriction="aera"), r"unknown restriction 'aera' \(did you mean 'area'\?\)"),
+        (lambda: monai_trainer(label_restriction="majority"), r"unknown label_restriction 'majority'; use one of"),
         (lambda: monai_trainer(nonfinite="ignore"), "nonfinite must be one of 'raise', 'skip'"),
     ],
-    ids=["levels", "iterations", "growth", "coarse-noise", "deepinv-name", "monai-name", "restriction", "nonfinite"],
+    ids=[
+        "levels",
+        "iterations",
+        "growth",
+        "coarse-noise",
+        "deepinv-name",
+        "monai-name",
+        "restriction",
+        "label-restriction",
+        "nonfinite",
+    ],
 )
 def test_bad_options_fail_at_construction_not_at_the_first_step(make, match: str) -> None:
     with pytest.raises(ValueError, match=match):

@@ -14,6 +14,8 @@ def test_readme_python_snippets_run() -> None:
         exec(compile(block, str(README), "exec"), namespace)
     assert namespace["stats"].batch_sizes == (2, 8, 32)
     assert namespace["trainer"].cost.steps == 4  # the MONAI snippet, the last to define `trainer`
+    assert namespace["segmenter"].multiscale.label_rule.rule == "mode"  # the segmentation snippet
+    assert 0.5 < namespace["segmenter"].state.metrics["train_acc"] <= 1
 
 
 def test_readme_quick_start_commands_match_the_project() -> None:

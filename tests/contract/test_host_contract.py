@@ -106,7 +106,12 @@ def test_a_network_failing_at_the_coarsest_level_is_reported_before_training(hos
         def train() -> None:
             HOSTS[host].train(model, clean_images(n=8), strategy="mge", levels=2)
 
-    with pytest.raises(ValueError, match=r"network fails at level 2 \(input \(4, 4\), fine \(16, 16\)\).*8 px"):
+    failing = r"network fails at level 2 \(input \(4, 4\), fine \(16, 16\)\).*8 px"
+    if host == "monai":  # MONAI fits the levels to the network: it trains with the deepest level that runs
+        with pytest.warns(UserWarning, match=r"using levels=1 instead of the requested levels=2: the " + failing):
+            train()
+        return
+    with pytest.raises(ValueError, match=failing):
         train()
     assert_equal(before, [p.detach() for p in model.parameters()])
     assert all(p.grad is None for p in model.parameters())

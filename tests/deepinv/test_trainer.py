@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 import warnings
 
 import pytest
@@ -205,10 +206,18 @@ def test_checkpoint_holds_strategy_and_cost_and_resume_continues(tmp_path) -> No
     assert resumed.built_strategy.plan(8).level == 0
 
 
-def test_too_few_iterations_for_the_stages_names_the_settings() -> None:
+def test_too_few_iterations_for_the_stages_train_fewer_stages_with_one_warning() -> None:
     trainer = make_trainer(MultiscaleTrainer, strategy="full-multiscale", levels=3, epochs=1)
-    with pytest.raises(ValueError, match=r"4 stages, but this run has only 4 iterations.*use at least 8 steps"):
-        train(trainer)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.train()
+    fitted = [str(w.message) for w in caught if "instead of the requested" in str(w.message)]
+    assert len(fitted) == 1 and re.match(
+        r"using levels=2 instead of the requested levels=3: a run of 4 iterations is too short for the 4 stages of "
+        r"levels=3 \(.*use at least 8 steps",
+        fitted[0],
+    ), fitted
+    assert [s.level for s in trainer.built_strategy.schedule.stages] == [2, 1, 0] and trainer.cost.steps == 4
 
 
 @pytest.mark.parametrize("coarse_mode, fine_calls", [("physics", 0), ("restrict", 8)])

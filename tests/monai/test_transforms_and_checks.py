@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 import warnings
 
 import pytest
@@ -33,7 +34,7 @@ def test_restrict_level_equals_area_pooling_and_updates_the_affine(dims: int) ->
 
 
 def test_restrict_level_errors() -> None:
-    with pytest.raises(ValueError, match="'area' or 'nearest'"):
+    with pytest.raises(ValueError, match="supports method 'area', 'nearest', 'mode', 'keep'"):
         RestrictLevel(1, "antialias")
     with pytest.raises(ValueError, match=r"spatial size 18 \(axis H\).*level 2 cannot be formed.*16 or 20"):
         RestrictLevel(3)(torch.rand(1, 18, 16))
@@ -57,13 +58,22 @@ def test_cache_dataset_caches_the_level_transform_and_noise_stays_random() -> No
     assert len(calls) == 4 and first.shape[-1] == 8 and not torch.equal(first, second)
 
 
-def test_network_failing_at_the_coarsest_level_is_reported_up_front() -> None:
-    # Instance norm with a 2x2 bottleneck at level 2 of a 16 px image: 1 voxel per channel.
+def test_network_failing_at_the_coarsest_level_trains_with_fewer_levels_and_one_warning() -> None:
+    # Instance norm with a 1-voxel bottleneck at levels 2 and 3 of a 16 px image: level 1 is the deepest that runs.
     torch.manual_seed(0)
     model = UNet(2, 1, 1, channels=(4, 8, 16), strides=(2, 2), num_res_units=0, norm="instance")
     trainer = make(MultiscaleSupervisedTrainer, model=model, data=samples(2, size=16), strategy="mge", levels=3)
-    with pytest.raises(ValueError, match=r"network fails at level 3 \(input \(2, 2\), fine \(16, 16\)\)"):
-        run(trainer)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.run()
+    fitted = [str(w.message) for w in caught if "instead of the requested" in str(w.message)]
+    assert len(fitted) == 1, fitted
+    assert re.match(
+        r"using levels=1 instead of the requested levels=3: the network fails at level 2 \(input \(4, 4\), "
+        r"fine \(16, 16\)\)",
+        fitted[0],
+    ), fitted[0]
+    assert trainer.multiscale.built_strategy.coarsest_level == 1 and trainer.cost.steps == 4
 
 
 def test_network_of_the_wrong_dimension_is_reported_up_front() -> None:
@@ -72,17 +82,29 @@ def test_network_of_the_wrong_dimension_is_reported_up_front() -> None:
         run(trainer)
 
 
-def test_ssim_window_larger_than_the_coarsest_level() -> None:
+def ssim_trainer(size: int) -> MultiscaleSupervisedTrainer:
     model = network()
-    trainer = MultiscaleSupervisedTrainer(
-        device="cpu", max_epochs=1, train_data_loader=DataLoader(Dataset(samples()), batch_size=16), network=model,
-        optimizer=torch.optim.Adam(model.parameters()), loss_function=SSIMLoss(spatial_dims=2, win_size=11),
-        strategy="mge", levels=2,
+    return MultiscaleSupervisedTrainer(
+        device="cpu", max_epochs=1, train_data_loader=DataLoader(Dataset(samples(size=size)), batch_size=16),
+        network=model, optimizer=torch.optim.Adam(model.parameters()),
+        loss_function=SSIMLoss(spatial_dims=2, win_size=11), strategy="mge", levels=2,
     )  # fmt: skip
-    with pytest.raises(
-        ValueError, match=r"SSIMLoss uses a window of 11 px but level 2 has sides of 8 px.*win_size <= 8"
+
+
+def test_ssim_window_larger_than_the_coarsest_level_trains_with_fewer_levels() -> None:
+    trainer = ssim_trainer(32)
+    with pytest.warns(
+        UserWarning,
+        match=r"using levels=1 instead of the requested levels=2: SSIMLoss uses a window of 11 px but level 2 "
+        r"has sides of 8 px.*win_size <= 8",
     ):
-        run(trainer)
+        trainer.run()
+    assert trainer.multiscale.built_strategy.coarsest_level == 1
+
+
+def test_ssim_window_larger_than_the_images_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"SSIMLoss uses a window of 11 px but level 0 has sides of 8 px"):
+        run(ssim_trainer(8))
 
 
 def test_loader_too_small_and_gradient_accumulation_are_refused() -> None:

@@ -26,7 +26,7 @@ from mge_plugins.checkpoint import (
 from mge_plugins.checks import check_batch_rank, check_dataset_length, warn_batchnorm
 from mge_plugins.distributed import is_main_process, set_loader_epoch
 from mge_plugins.host_step import MultiscaleStep, check_resumed_strategy, host_options, validate_host_options
-from mge_plugins.schedule import halving_split
+from mge_plugins.strategies import STAGED_STRATEGIES, fit_levels, refit_options, warn_fitted_levels
 
 from .levels import LevelPoser, check_losses, level_losses, slice_physics
 
@@ -250,17 +250,14 @@ class MultiscaleTrainer(Trainer):
 
     def _build_strategy(self) -> Strategy:
         iterations = self.iterations if self.iterations is not None else self._total_iterations()
-        if self.strategy in ("full-multiscale", "progressive-resizing") and isinstance(iterations, int):
-            try:
-                halving_split(iterations, self.levels + 1)
-            except ValueError as error:
-                raise ValueError(
-                    f"full-multiscale with levels={self.levels} has {self.levels + 1} stages, but this run has only "
-                    f"{iterations} iterations (epochs x batches per epoch): {error}"
-                ) from error
         options = host_options(
             self, loaded_batch_size=self._loader_batch_size(), spatial_dims=self._spatial_dims(), iterations=iterations
         )
+        if isinstance(self.strategy, str) and self.strategy in STAGED_STRATEGIES:
+            # A run too short for levels + 1 stages trains fewer stages, with one warning.
+            levels, reason = fit_levels(self.levels, iterations=iterations)
+            warn_fitted_levels(self.levels, levels, reason, stacklevel=4)
+            options = refit_options(options, levels)
         return build_strategy(self.strategy, **options)
 
     # --- training step -------------------------------------------------------------------

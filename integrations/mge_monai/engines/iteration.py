@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -13,8 +13,10 @@ from monai.utils.enums import CommonKeys as Keys
 
 from mge_plugins import CostMeter, Strategy, build_strategy, restrict, restricted_randn
 from mge_plugins.batching import slice_batch
-from mge_plugins.checks import check_batch_rank, check_dataset_length, warn_batchnorm
+from mge_plugins.checks import check_batch_rank, check_dataset_length, check_network, warn_batchnorm
 from mge_plugins.host_step import MultiscaleStep, check_resumed_strategy, host_options, validate_host_options
+from mge_plugins.level_rules import LevelRule, check_level_rule, resolve_level_rule
+from mge_plugins.strategies import STAGED_STRATEGIES, fit_levels, refit_options, warn_fitted_levels
 
 from ..transforms.level import pyramid_key
 
@@ -30,6 +32,13 @@ STATE_KEY = "mge_cost"
 SKIPPED_KEY = "mge_skipped_steps"
 STRATEGY_KEY = "mge_strategy"
 ALLOCATION_KEY = "mge_allocation"
+FITTED_STRATEGIES = ("mge", *STAGED_STRATEGIES)
+"""Built-in strategies whose ``levels`` is fitted to the run (fewer stages or levels, with a warning)."""
+
+
+def _categorical(loss: Any) -> bool:
+    """Whether a MONAI loss reads its target as class indices (``to_onehot_y=True``, also inside DiceCE)."""
+    return bool(getattr(loss, "to_onehot_y", False) or getattr(getattr(loss, "dice", None), "to_onehot_y", False))
 
 
 class MultiscaleIteration:
@@ -41,6 +50,23 @@ class MultiscaleIteration:
     batch size bounds the largest term; a short last batch caps every term at its size),
     restricts image and label to each term's levels on the
     device, and backpropagates term by term with the trainer's AMP scaler.
+
+    The label follows its own rule (``label_restriction``, see :mod:`mge_plugins.level_rules`):
+    by default a segmentation label (integer, or floating with values 0/1 only, or read as class
+    indices by a loss with ``to_onehot_y=True``) takes the majority of each block, so it stays a
+    valid label for the loss and for metrics such as ignite's ``Accuracy``; a target without the
+    images' spatial axes (a class label) is the same at every level; anything else is restricted
+    like the image. The rule is resolved once, on the first batch.
+
+    The levels are fitted to the run at the first iteration: when the run is too short for the
+    ``levels + 1`` stages of ``"full-multiscale"``/``"progressive-resizing"``, or the images or
+    the network cannot go that deep, the largest number of levels that works is used, with one
+    warning naming both numbers and why (``"mge"`` too; a built strategy is used as given).
+
+    With ``amp=True`` the forward passes run under the same autocast as ``SupervisedTrainer``'s
+    own iteration: on CUDA with ``amp_kwargs``; on the CPU in float32, as MONAI's CUDA-only
+    autocast leaves CPU work there, unless ``amp_kwargs`` names a ``dtype`` (then CPU autocast
+    with it, which MONAI's own iteration would ignore).
 
     The engine's output holds only term 0's tensors (image, label, prediction, at the step's
     level) and scalars, so decollation and metric handlers see consistent batch sizes;
@@ -57,7 +83,11 @@ class MultiscaleIteration:
             grows geometrically to all of it.
         growth: batch growth per coarser level.
         batch_sizes: explicit per-term sizes (``"mge"``).
-        restriction: ``"area"``, ``"nearest"`` or ``"antialias"``.
+        restriction: ``"area"``, ``"nearest"`` or ``"antialias"``, for the images.
+        label_restriction: the label's rule: ``"auto"`` (default; inferred from the first batch),
+            ``"mode"`` (majority per block: segmentation labels, integer or one-hot), ``"nearest"``,
+            ``"keep"`` (class labels: the same at every level), ``"area"`` or ``"antialias"``
+            (intensity targets). With ``noise_sigma``, ``"auto"`` is ``restriction``.
         iterations: Full-Multiscale steps (total, split by halving, or per stage); ``None`` =
             ``max_epochs * epoch_length``.
         mge_levels: cap on MGE levels inside Full-Multiscale stages.
@@ -99,6 +129,7 @@ class MultiscaleIteration:
         growth: float | None = None,
         batch_sizes: Sequence[int] | None = None,
         restriction: str = "area",
+        label_restriction: str = "auto",
         iterations: int | Sequence[int] | None = None,
         mge_levels: int | None = None,
         split: str = "nested",
@@ -126,6 +157,9 @@ class MultiscaleIteration:
         self.growth = growth
         self.batch_sizes = batch_sizes
         self.restriction = restriction
+        check_level_rule(label_restriction, what="label_restriction")
+        self.label_restriction = label_restriction
+        self.label_rule: LevelRule | None = None
         self.iterations = iterations
         self.mge_levels = mge_levels
         self.split = split
@@ -181,13 +215,66 @@ class MultiscaleIteration:
         if need:  # a batch sampler sizes its own batches (MultiscaleBatchSampler checks them)
             check_dataset_length(length, need)
 
-    def _build(self, engine: Engine, inputs: torch.Tensor) -> MultiscaleStep:
+    def _resolve_label_rule(self, engine: Engine, inputs: torch.Tensor, targets: Any) -> LevelRule:
+        """The label's rule for this run, from the first batch."""
+        rule = self.label_restriction
+        if self.noise_sigma is not None and rule == "auto":
+            rule = self.restriction  # the label is the clean image the noisy input is built from
+        resolved = resolve_level_rule(
+            rule,
+            targets,
+            inputs.shape[2:],
+            intensity=self.restriction,
+            categorical=_categorical(engine.loss_function),
+            what="the label",
+        )
+        if self.noise_sigma is not None and resolved.rule == "keep":
+            shape = tuple(targets.shape) if isinstance(targets, torch.Tensor) else type(targets).__name__
+            raise ValueError(
+                f"noise_sigma builds each level's input from the clean label, but the label has shape {shape}, not "
+                f"the images' {tuple(inputs.shape)}; drop noise_sigma for a classification target"
+            )
+        return resolved
+
+    def _fit_levels(self, engine: Engine, batch: tuple, iterations: Any, options: dict) -> tuple[dict, bool]:
+        """Fewer levels when the run, the images or the network cannot use the requested ones."""
+        if not isinstance(self.strategy, str) or self.strategy not in FITTED_STRATEGIES:
+            return options, False
+        batchdata, inputs, targets, args, kwargs = batch
+
+        def probe(level: int) -> None:
+            """The loss window, then (without ``size_multiple``) a dry run at ``level``."""
+
+            def dry_run() -> torch.Tensor:
+                x, y = self._pose(batchdata, inputs, targets, slice(0, 1), level)
+                return self._loss(engine, x, y, args, kwargs)[0]
+
+            self._check_window(engine, inputs, level)
+            if self.size_multiple is None:
+                check_network(dry_run, engine.network, level=level, input_shape=inputs.shape)
+
+        levels, reason = fit_levels(
+            self.levels,
+            iterations=iterations if self.strategy in STAGED_STRATEGIES else None,
+            spatial_shape=tuple(inputs.shape[2:]),
+            multiple=self.size_multiple or 1,
+            probe=probe,
+        )
+        warn_fitted_levels(self.levels, levels, reason, stacklevel=4)
+        return refit_options(options, levels), True
+
+    def _build(self, engine: Engine, batch: tuple) -> MultiscaleStep:
         """The run's step, at the first iteration: the loaded batch and the engine's length are known."""
+        inputs, targets = batch[1], batch[2]
         iterations = self.iterations
         if iterations is None:
             iterations = engine.state.max_epochs * engine.state.epoch_length
         loaded, dims = inputs.shape[0], inputs.dim() - 2
+        self.label_rule = self._resolve_label_rule(engine, inputs, targets)
         options = host_options(self, loaded_batch_size=loaded, spatial_dims=dims, iterations=iterations)
+        fitted = False
+        if self.strategy_name != "single":
+            options, fitted = self._fit_levels(engine, batch, iterations, options)
         strategy = build_strategy(self.strategy, **options)
         total = strategy.total_steps
         planned = engine.state.max_epochs * engine.state.epoch_length
@@ -227,6 +314,7 @@ class MultiscaleIteration:
             spatial_dims=dims,
         )
         step.policy.skipped = int(getattr(engine.state, SKIPPED_KEY, 0) or 0)
+        step.checked = fitted  # the sizes and the network were checked at the chosen levels
         return step
 
     def _check_window(self, engine: Engine, inputs: torch.Tensor, coarsest: int) -> None:
@@ -251,36 +339,26 @@ class MultiscaleIteration:
         batch = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs)
         inputs, targets = batch[0], batch[1]
         args, kwargs = (batch[2], batch[3]) if len(batch) == 4 else ((), {})
+        engine.network.train()
         if self.multiscale is None:
             if self.strategy_name != "single":
                 check_batch_rank(inputs, what="the training images")
-            self.multiscale = self._build(engine, inputs)
+            self.multiscale = self._build(engine, (batchdata, inputs, targets, args, kwargs))
             if not self.multiscale.native_single:
                 self._check_window(engine, inputs, self.multiscale.strategy.coarsest_level)
         step = engine.state.iteration - 1
         plan = self.multiscale.plan(step, inputs.shape[0])
         first: dict[str, torch.Tensor] = {}
         autocast = engine.amp and engine.scaler is not None
+        scaling = autocast and engine.scaler.is_enabled()  # a CUDA scaler without CUDA passes losses through
 
         def level_loss(indices: slice, level: int) -> torch.Tensor:
-            y = self._clean(batchdata, targets, indices.start, indices.stop, level)
-            if self.noise_sigma is None:
-                x = restrict(inputs[indices], level, self.restriction)
-            else:
-                fine_shape = targets[indices].shape
-                noise = restricted_randn(
-                    fine_shape, level, keep_std=self.keep_noise_std, dtype=y.dtype, device=y.device
-                )
-                x = y + self.noise_sigma * noise
-            with torch.autocast(x.device.type, **engine.amp_kwargs) if autocast else nullcontext():
-                pred = engine.inferer(x, engine.network, *args, **kwargs)
-            # The loss (and so each MGE difference) is taken in >= float32, whatever autocast returned.
-            loss = engine.loss_function(pred.to(torch.promote_types(pred.dtype, torch.float32)), y).mean()
+            x, y = self._pose(batchdata, inputs, targets, indices, level)
+            loss, pred = self._loss(engine, x, y, args, kwargs)
             if indices.start == 0 and level == plan.level:  # the last such call of a step is term 0's pass
                 first.update({Keys.IMAGE: x, Keys.LABEL: y, Keys.PRED: pred.detach()})
             return loss
 
-        engine.network.train()
         if not self.multiscale.native_single:
             engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
         outcome = self.multiscale.run(
@@ -289,8 +367,8 @@ class MultiscaleIteration:
             level_loss,
             model=engine.network,
             input_shape=inputs.shape,
-            backward=(lambda t: engine.scaler.scale(t).backward()) if autocast else None,
-            check_gradients=not autocast,
+            backward=(lambda t: engine.scaler.scale(t).backward()) if scaling else None,
+            check_gradients=not scaling,
             native=lambda: engine._iteration(engine, batchdata),
             zero_grad=lambda: engine.optimizer.zero_grad(set_to_none=True),
         )
@@ -334,13 +412,47 @@ class MultiscaleIteration:
         engine.state.output["mge_skipped_steps"] = self.skipped_steps
         return engine.state.output
 
-    def _clean(self, batchdata: Any, targets: torch.Tensor, start: int, stop: int, level: int) -> torch.Tensor:
-        """The clean label of samples ``start:stop`` at ``level``: cached pyramid or restriction."""
+    def _autocast(self, engine: Engine, device: torch.device) -> AbstractContextManager[Any]:
+        """The autocast of ``SupervisedTrainer``'s own iteration for data on ``device``.
+
+        MONAI enters ``torch.autocast("cuda", **amp_kwargs)`` whatever the device, which leaves
+        work on the CPU in float32: so does this, unless ``amp_kwargs`` names a ``dtype``.
+        """
+        if not (engine.amp and engine.scaler is not None):
+            return nullcontext()
+        if device.type == "cuda" or "dtype" in engine.amp_kwargs:
+            return torch.autocast(device.type, **engine.amp_kwargs)
+        return nullcontext()
+
+    def _pose(
+        self, batchdata: Any, inputs: torch.Tensor, targets: Any, indices: slice, level: int
+    ) -> tuple[torch.Tensor, Any]:
+        """Network input and label of the loaded samples ``indices`` at ``level``."""
+        y = self._clean(batchdata, targets, indices.start, indices.stop, level)
+        if self.noise_sigma is None:
+            return restrict(inputs[indices], level, self.restriction), y
+        noise = restricted_randn(
+            targets[indices].shape, level, keep_std=self.keep_noise_std, dtype=y.dtype, device=y.device
+        )
+        return y + self.noise_sigma * noise, y
+
+    def _loss(
+        self, engine: Engine, x: torch.Tensor, y: Any, args: Any, kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The mean loss of ``x`` against ``y``, and the prediction."""
+        with self._autocast(engine, x.device):
+            pred = engine.inferer(x, engine.network, *args, **kwargs)
+        # The loss (and so each MGE difference) is taken in >= float32, whatever autocast returned.
+        return engine.loss_function(pred.to(torch.promote_types(pred.dtype, torch.float32)), y).mean(), pred
+
+    def _clean(self, batchdata: Any, targets: Any, start: int, stop: int, level: int) -> Any:
+        """The label of samples ``start:stop`` at ``level``: cached pyramid, or the label's rule."""
         key = pyramid_key(self.label_key, level)
         if level > 0 and isinstance(batchdata, dict) and key in batchdata:
             cached = batchdata[key][start:stop]
             return torch.as_tensor(cached).to(device=targets.device, dtype=targets.dtype)
-        return restrict(targets[start:stop], level, self.restriction)
+        assert self.label_rule is not None
+        return self.label_rule.apply(targets[start:stop], level)
 
     def _account(self, engine: Engine) -> None:
         if self.multiscale is not None and hasattr(self.multiscale.strategy, "state_dict"):

@@ -28,6 +28,10 @@ class MultiscaleSupervisedTrainer(SupervisedTrainer):
 
         "trainer": {"_target_": "mge_monai.MultiscaleSupervisedTrainer", "strategy": "mge", ...}
 
+    Segmentation (labels take the majority per block) and classification (the class label is
+    the same at every level) train with the class swapped only; a run too short or images too
+    small for ``levels`` train with fewer levels and one warning.
+
     Args:
         strategy: ``"full-multiscale"`` (default), ``"mge"``, ``"single"``,
             ``"progressive-resizing"``, a registered name, or a built strategy (the one given to a
@@ -36,7 +40,11 @@ class MultiscaleSupervisedTrainer(SupervisedTrainer):
         mge_batch_size: finest-term batch size (default: a quarter of the loaded batch).
         growth: batch growth per coarser level.
         batch_sizes: explicit per-term sizes for ``"mge"``.
-        restriction: ``"area"``, ``"nearest"`` or ``"antialias"``.
+        restriction: ``"area"``, ``"nearest"`` or ``"antialias"``, for the images.
+        label_restriction: ``"auto"`` (default), ``"mode"``, ``"nearest"``, ``"keep"``, ``"area"`` or
+            ``"antialias"``: how the label is posed at coarse levels. ``"auto"`` takes the majority per
+            block for segmentation labels (integer, or 0/1 values, or ``to_onehot_y`` losses), keeps
+            targets without spatial axes (class labels), and restricts the rest like the images.
         iterations: Full-Multiscale steps; default ``max_epochs * epoch_length``.
         mge_levels: cap on MGE levels inside Full-Multiscale stages.
         split: ``"nested"`` or ``"disjoint"``.
