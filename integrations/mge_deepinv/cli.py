@@ -465,12 +465,13 @@ def _write_figure(task: str, results: dict[str, dict], test_clean: torch.Tensor,
     images = [("measurement", first["y"][show])]
     images += [(name, result["x_net"][show]) for name, result in results.items()]
     images += [("ground truth", test_clean[show])]
-    fig = plt.figure(figsize=(3.2 * (2 + len(images)), 3.6))
+    fig = plt.figure(figsize=(3.2 * (2 + len(images)), 4.0))
     grid = fig.add_gridspec(1, 2 + len(images))
     curves = {name: result["history"] for name, result in results.items()}
     for column, axis in enumerate(COST_AXES):
         ax = fig.add_subplot(grid[0, column])
-        plot_quality_against_cost(ax, curves, axis, quality_key="PSNR", ylabel="held-out PSNR (dB)")
+        plot_quality_against_cost(ax, curves, axis, quality_key="PSNR", ylabel="PSNR (dB)")
+        ax.set_title(f"{len(test_clean)} held-out crops")
         ax.legend()
     for offset, (title, image) in enumerate(images):
         if image.shape[-1] != test_clean.shape[-1]:  # low-resolution measurement: show it at its size
@@ -478,7 +479,7 @@ def _write_figure(task: str, results: dict[str, dict], test_clean: torch.Tensor,
         elif title != "ground truth":
             title += f"\n{_psnr(image, test_clean[show]):.2f} dB"
         show_image(fig.add_subplot(grid[0, 2 + offset]), image, title)
-    save_figure(fig, path, f"mge-train {task}: PSNR of the shown crop; curves on the 32 held-out crops")
+    save_figure(fig, path, f"mge-train {task}: quality during training, and the held-out crop with the most detail")
 
 
 def _savings(rows: list[dict[str, Any]], measured: bool) -> None:
