@@ -133,7 +133,7 @@ class Progress:
         self._raw = dict(fields)
         self.fields = {k: v for k, v in fields.items() if v is not None}
         if self._bar is not None:
-            self._bar.set_postfix_str(self._postfix(), refresh=False)
+            self._bar.set_postfix_str(self._postfix().removeprefix(", "), refresh=False)  # tqdm adds the ", "
             self._bar.update(steps)
             return
         now = time.perf_counter()
