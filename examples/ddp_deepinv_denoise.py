@@ -9,24 +9,24 @@ the sampler's epoch); rank 0 prints, evaluates into the history and writes the c
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import deepinv as dinv
 import torch
 import torch.distributed as dist
+from example_args import make_parser, positive_int
 from mge_deepinv import MultiscaleTrainer
 from mge_deepinv.data import TEST_IMAGES, ImageCrops, bundled_images
 from torch.utils.data import DataLoader, DistributedSampler
 
 from mge_plugins.distributed import is_main_process, rank, world_size
 
-parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-parser.add_argument("--epochs", type=int, default=4)
-parser.add_argument("--batch", type=int, default=8, help="crops loaded per rank per step")
-parser.add_argument("--crops", type=int, default=256, help="training crops (shared by all ranks)")
-parser.add_argument("--size", type=int, default=64, help="crop side in pixels")
-parser.add_argument("--out", type=Path, default=Path("results/ddp_deepinv_denoise"))
+parser = make_parser(__doc__)
+parser.add_argument("--epochs", type=positive_int, default=4, help="epochs")
+parser.add_argument("--batch", type=positive_int, default=8, help="crops loaded per rank per step")
+parser.add_argument("--crops", type=positive_int, default=256, help="training crops (shared by all ranks)")
+parser.add_argument("--size", type=positive_int, default=64, help="crop side in pixels")
+parser.add_argument("--out", type=Path, default=Path("results/ddp_deepinv_denoise"), help="checkpoint folder")
 args = parser.parse_args()
 
 dist.init_process_group("gloo")  # torchrun sets the rank, the world size and the address

@@ -10,13 +10,13 @@ only, the MONAI idiom for distributed training.
 
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
 
 import ignite.distributed as idist
 import torch
 import torch.distributed as dist
+from example_args import make_parser, positive_int
 from mge_monai import MultiscaleSupervisedTrainer
 from mge_monai.data import retina_image
 from monai.data import DataLoader, Dataset
@@ -28,12 +28,12 @@ from torch.utils.data import DistributedSampler
 
 from mge_plugins.distributed import is_main_process, world_size
 
-parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-parser.add_argument("--epochs", type=int, default=4)
-parser.add_argument("--batch", type=int, default=8, help="crops loaded per rank per iteration")
-parser.add_argument("--crops", type=int, default=256, help="training crops per epoch (shared by all ranks)")
-parser.add_argument("--size", type=int, default=64, help="crop side in pixels")
-parser.add_argument("--out", type=Path, default=Path("results/ddp_monai_denoise"))
+parser = make_parser(__doc__)
+parser.add_argument("--epochs", type=positive_int, default=4, help="epochs")
+parser.add_argument("--batch", type=positive_int, default=8, help="crops loaded per rank per iteration")
+parser.add_argument("--crops", type=positive_int, default=256, help="training crops per epoch (shared by all ranks)")
+parser.add_argument("--size", type=positive_int, default=64, help="crop side in pixels")
+parser.add_argument("--out", type=Path, default=Path("results/ddp_monai_denoise"), help="checkpoint folder")
 args = parser.parse_args()
 
 dist.init_process_group("gloo")  # torchrun sets the rank, the world size and the address

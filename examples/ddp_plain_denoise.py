@@ -11,13 +11,13 @@ optimizer step. Rank 0 prints progress, evaluates and writes the checkpoint.
 
 from __future__ import annotations
 
-import argparse
 import os
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
+from example_args import check_device, make_parser, nonnegative_int, positive_float, positive_int
 from plain_common import TEST_IMAGES, TRAIN_IMAGES, bundled_images, make_pose, residual_denoiser
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
@@ -47,17 +47,18 @@ class Crops(Dataset):
 
 def main() -> None:
     """Parse the options, train on every rank, report and save on rank 0."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=300, help="optimizer steps (global, the same on every rank)")
-    parser.add_argument("--batch", type=int, default=16, help="samples loaded per rank per step")
-    parser.add_argument("--size", type=int, default=64, help="crop side in pixels")
-    parser.add_argument("--levels", type=int, default=2, help="coarser levels (stages minus one)")
-    parser.add_argument("--width", type=int, default=32, help="channels of the network")
-    parser.add_argument("--sigma", type=float, default=0.1, help="Gaussian noise level")
-    parser.add_argument("--samples", type=int, default=1024, help="training crops in the dataset")
+    parser = make_parser(__doc__)
+    parser.add_argument("--steps", type=positive_int, default=300, help="optimizer steps, the same on every rank")
+    parser.add_argument("--batch", type=positive_int, default=16, help="samples loaded per rank per step")
+    parser.add_argument("--size", type=positive_int, default=64, help="crop side in pixels")
+    parser.add_argument("--levels", type=nonnegative_int, default=2, help="coarser levels (stages minus one)")
+    parser.add_argument("--width", type=positive_int, default=32, help="channels of the network")
+    parser.add_argument("--sigma", type=positive_float, default=0.1, help="Gaussian noise level")
+    parser.add_argument("--samples", type=positive_int, default=1024, help="training crops in the dataset")
     parser.add_argument("--device", default="cpu", help="cpu (gloo) or cuda (nccl, one GPU per rank)")
     parser.add_argument("--out", type=Path, default=Path("results/ddp_plain_denoise"), help="checkpoint folder")
     args = parser.parse_args()
+    check_device(parser, args.device)
 
     distributed = "WORLD_SIZE" in os.environ  # set by torchrun
     if distributed:

@@ -10,6 +10,7 @@ crop in the transform pipeline; the trainer restricts image and label to each le
 from __future__ import annotations
 
 import torch
+from example_args import fail
 from mge_monai import RestrictLeveld
 from mge_monai.data import nifti_files, write_synthetic_volumes
 from monai.data import CacheDataset
@@ -28,7 +29,17 @@ from monai.transforms import (
 from monai_common import parse_args, train_and_report
 
 args = parse_args(__doc__, ("denoise", "sr"), size=32, batch_size=8, iterations_per_epoch=75)
-files = nifti_files(args.data) if args.data else write_synthetic_volumes(args.out / "monai_3d" / "volumes", count=12)
+if args.data:
+    try:
+        files = nifti_files(args.data)
+    except (FileNotFoundError, ValueError) as error:
+        fail(str(error) if str(error).startswith("--data") else f"--data: {error}")
+    if len(files) < 3:
+        fail(
+            f"--data {args.data}: {len(files)} NIfTI file(s); the example needs at least 3 (2 are held out for testing)"
+        )
+else:
+    files = write_synthetic_volumes(args.out / "monai_3d" / "volumes", count=12)
 size = (args.size,) * 3
 corrupt = (
     [RandGaussianNoised(keys="image", prob=1.0, mean=0.0, std=0.05, sample_std=False)]

@@ -4,36 +4,118 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
 import torch
-from ignite.engine import Events
+from example_args import check_device, make_parser, nonnegative_int, positive_int
+from ignite.engine import Engine, Events
 from ignite.handlers import ProgressBar
 from mge_monai import MultiscaleSupervisedTrainer
 from monai.data import DataLoader
 from monai.metrics import PSNRMetric, SSIMMetric
 from monai.utils import set_determinism
 
+from mge_plugins import build_strategy
+from mge_plugins.cost import step_work_units
+
 
 def parse_args(
     description: str, tasks: tuple[str, ...], size: int, batch_size: int, iterations_per_epoch: int = 25
 ) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--task", choices=tasks, default=tasks[0])
+    """The MONAI examples' options, checked: a bad value ends the script with one line (exit status 2)."""
+    parser = make_parser(description)
+    parser.add_argument("--task", choices=tasks, default=tasks[0], help="what to train")
     parser.add_argument("--strategy", default="full-multiscale", help="full-multiscale, mge or single")
-    parser.add_argument("--levels", type=int, default=2)
-    parser.add_argument("--size", type=int, default=size, help="crop side, divisible by 2**(levels + 2)")
-    parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--iterations-per-epoch", type=int, default=iterations_per_epoch)
-    parser.add_argument("--batch-size", type=int, default=batch_size)
-    parser.add_argument("--data", type=Path, help="folder of input files (default: bundled or synthetic data)")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--out", type=Path, default=Path("results"))
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--levels", type=nonnegative_int, default=2, metavar="N", help="coarser levels")
+    parser.add_argument(
+        "--size", type=positive_int, default=size, metavar="PX", help="crop side, divisible by 2**(levels + 2)"
+    )
+    parser.add_argument("--epochs", type=positive_int, default=4, metavar="N", help="epochs")
+    parser.add_argument(
+        "--iterations-per-epoch",
+        type=positive_int,
+        default=iterations_per_epoch,
+        metavar="N",
+        help="optimizer steps per epoch",
+    )
+    parser.add_argument("--batch-size", type=positive_int, default=batch_size, metavar="N", help="loaded batch")
+    parser.add_argument(
+        "--data", type=Path, metavar="DIR", help="folder of input files (default: bundled or synthetic data)"
+    )
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--out", type=Path, default=Path("results"), metavar="DIR", help="results folder")
+    parser.add_argument("--seed", type=int, default=0, help="seed of weights, crops and noise")
     args = parser.parse_args()
+    check_device(parser, args.device)
+    multiple = 2 ** (args.levels + 2)
+    if args.size % multiple:
+        valid = max(multiple, args.size // multiple * multiple)
+        parser.error(f"--size {args.size} is not divisible by 2**(levels + 2) = {multiple}; use e.g. --size {valid}")
+    try:
+        build_strategy(
+            args.strategy,
+            loaded_batch_size=args.batch_size,
+            levels=args.levels,
+            iterations=args.epochs * args.iterations_per_epoch,
+        )
+    except ValueError as error:
+        parser.error(f"--strategy {args.strategy} with these settings: {error}")
+    if args.data is not None and not args.data.is_dir():
+        parser.error(f"--data {args.data}: no such folder")
     set_determinism(seed=args.seed)  # same crops and noise for every strategy
     return args
+
+
+def attach_progress(trainer: MultiscaleSupervisedTrainer, name: str, interval: float = 10.0) -> None:
+    """Show training progress: ignite's bar on a terminal, a plain line every ``interval`` seconds otherwise.
+
+    In a log file (stderr not a terminal) a bar would leave carriage-return fragments. The lines name the
+    iteration, the Full-Multiscale stage and level, the saving so far and the time left, estimated from the
+    work done (a coarse step costs a fraction of a fine one).
+    """
+    if sys.stderr.isatty():
+        ProgressBar(persist=True).attach(
+            trainer, output_transform=lambda out: {"loss": float(out[0]["loss"]), "level": out[0].get("mge_level", 0)}
+        )
+        return
+    state = {"start": 0.0, "last": -float("inf"), "stage": None, "work": None}
+
+    def started(engine: Engine) -> None:
+        state["start"] = time.perf_counter()
+
+    def iteration(engine: Engine) -> None:
+        total = engine.state.max_epochs * engine.state.epoch_length
+        done = engine.state.iteration
+        output = engine.state.output[0] if isinstance(engine.state.output, list) else engine.state.output
+        stage, level = output.get("mge_stage", -1), output.get("mge_level", 0)
+        strategy = trainer.multiscale.built_strategy
+        if state["work"] is None and strategy is not None:
+            dims = trainer.cost.spatial_dims
+            state["work"] = sum(
+                step_work_units(p.batch_sizes, base_level=p.level, spatial_dims=dims)
+                for p in map(strategy.plan, range(total))
+            )
+        now = time.perf_counter()
+        if stage == state["stage"] and done < total and now - state["last"] < interval:
+            return
+        state["last"], state["stage"] = now, stage
+        fraction = trainer.cost.work_units / state["work"] if state["work"] else done / total
+        elapsed = now - state["start"]
+        left = f"about {elapsed * (1 - fraction) / fraction:.0f} s left" if 0 < fraction < 1 else "done"
+        stages = getattr(getattr(strategy, "schedule", None), "stages", None)
+        where = f"stage {int(stage) + 1}/{len(stages)}, " if stages and stage is not None and stage >= 0 else ""
+        saving = trainer.cost.saving
+        print(
+            f"{name}: iteration {done}/{total} ({100 * done / total:.0f}%), {where}level {level}, "
+            f"loss {float(output['loss']):.3g}, saving so far {saving or 1:.2f}x, {elapsed:.0f} s elapsed, {left}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    trainer.add_event_handler(Events.STARTED, started)
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, iteration)
 
 
 def train_and_report(args, name: str, network, train_set, test_batch: dict, loss=None) -> dict:
@@ -52,9 +134,7 @@ def train_and_report(args, name: str, network, train_set, test_batch: dict, loss
         strategy=args.strategy,
         levels=args.levels,
     )
-    ProgressBar(persist=True).attach(
-        trainer, output_transform=lambda out: {"loss": float(out[0]["loss"]), "level": out[0].get("mge_level", 0)}
-    )
+    attach_progress(trainer, f"{name} {args.task} {args.strategy}")
     seconds = {"train": 0.0}
     trainer.add_event_handler(Events.STARTED, lambda e: seconds.update(start=time.perf_counter()))
     trainer.add_event_handler(Events.COMPLETED, lambda e: seconds.update(train=time.perf_counter() - seconds["start"]))

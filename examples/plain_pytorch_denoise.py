@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import torch
+from example_args import check_device, fail, make_parser, nonnegative_int, positive_float, positive_int
 from plain_common import TEST_IMAGES, TRAIN_IMAGES, RandomCrops, bundled_images, make_pose, residual_denoiser
 from torch import nn
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
@@ -29,11 +30,19 @@ from mge_plugins.cost import measure_level_flops
 
 
 def folder_images(folder: Path) -> list[torch.Tensor]:
-    """Grayscale ``(1, H, W)`` float images from every PNG/JPEG in ``folder``."""
+    """Grayscale ``(1, H, W)`` float images from every PNG/JPEG in ``folder``; a problem ends the script."""
+    if not folder.is_dir():
+        fail(f"--data {folder}: no such folder; point --data at a folder of images")
     paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in {".png", ".jpg", ".jpeg"})
     if not paths:
-        raise SystemExit(f"no .png/.jpg images in {folder}; point --data at a folder of images")
-    return [decode_image(str(p), mode=ImageReadMode.GRAY).float() / 255.0 for p in paths]
+        fail(f"--data: no .png/.jpg images in {folder}; point --data at a folder of images")
+    images = []
+    for path in paths:
+        try:
+            images.append(decode_image(str(path), mode=ImageReadMode.GRAY).float() / 255.0)
+        except (RuntimeError, OSError):
+            fail(f"--data: cannot decode {path}; replace or remove the file")
+    return images
 
 
 @torch.no_grad()
@@ -104,37 +113,53 @@ def train(name: str, args: argparse.Namespace, train_crops: RandomCrops, test, l
 
 def main() -> None:
     """Parse arguments, train every strategy, print and save the comparison."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, help="folder of training images (default: scikit-image's photographs)")
-    parser.add_argument("--strategies", default="single,mge,full-multiscale")
-    parser.add_argument("--size", type=int, default=64, help="crop side (divisible by 2**levels)")
-    parser.add_argument("--steps", type=int, default=600)
-    parser.add_argument("--batch-size", type=int, default=8, help="single-scale batch size")
+    parser = make_parser(__doc__)
     parser.add_argument(
-        "--fine-batch", type=int, default=2, help="finest MGE batch; coarser terms grow 4x per level (2, 8, 32)"
+        "--data", type=Path, metavar="DIR", help="folder of training images (default: scikit-image's photographs)"
+    )
+    parser.add_argument("--strategies", default="single,mge,full-multiscale", help="comma-separated strategies")
+    parser.add_argument("--size", type=positive_int, default=64, metavar="PX", help="crop side, divisible by 2**levels")
+    parser.add_argument("--steps", type=positive_int, default=600, metavar="N", help="optimizer steps per strategy")
+    parser.add_argument("--batch-size", type=positive_int, default=8, metavar="N", help="single-scale batch size")
+    parser.add_argument(
+        "--fine-batch",
+        type=positive_int,
+        default=2,
+        metavar="N",
+        help="finest MGE batch; coarser terms grow 4x per level (2, 8, 32)",
     )
     parser.add_argument(
-        "--mge-levels", type=int, default=None, help="cap on MGE levels inside Full-Multiscale stages (0 = none)"
+        "--mge-levels",
+        type=nonnegative_int,
+        default=None,
+        metavar="N",
+        help="cap on MGE levels inside Full-Multiscale stages (0 = none)",
     )
-    parser.add_argument("--levels", type=int, default=2)
-    parser.add_argument("--restriction", default="area")
-    parser.add_argument("--sigma", type=float, default=0.1)
+    parser.add_argument("--levels", type=nonnegative_int, default=2, metavar="N", help="coarser levels")
+    parser.add_argument("--restriction", default="area", help="area, nearest or antialias")
+    parser.add_argument("--sigma", type=positive_float, default=0.1, help="noise level")
     parser.add_argument(
         "--coarse-noise",
         choices=("keep", "restrict"),
         default="keep",
         help="noise std on coarse levels: 'keep' sigma (default) or 'restrict' it (sigma / 2**level)",
     )
-    parser.add_argument("--width", type=int, default=32)
-    parser.add_argument("--depth", type=int, default=5)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--eval-every", type=int, default=50)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path("results/plain_denoise"))
+    parser.add_argument("--width", type=positive_int, default=32, metavar="N", help="channels of the network")
+    parser.add_argument("--depth", type=positive_int, default=5, metavar="N", help="convolutions of the network")
+    parser.add_argument("--lr", type=positive_float, default=1e-3, help="Adam learning rate, cosine-annealed")
+    parser.add_argument("--eval-every", type=positive_int, default=50, metavar="N", help="steps between evaluations")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--seed", type=int, default=0, help="seed of weights, crops and noise")
+    parser.add_argument("--out", type=Path, default=Path("results/plain_denoise"), metavar="DIR", help="results folder")
     args = parser.parse_args()
+    check_device(parser, args.device)
+    if args.size % 2**args.levels:
+        parser.error(f"--size {args.size} is not divisible by 2**levels = {2**args.levels}")
 
     images = folder_images(args.data) if args.data else bundled_images(TRAIN_IMAGES)
+    small = min(min(im.shape[-2:]) for im in images)
+    if small < args.size:
+        fail(f"--size {args.size} is larger than the smallest training image ({small} px on a side); lower --size")
     train_crops = RandomCrops(images, args.size, args.seed)
     test_clean = RandomCrops(bundled_images(TEST_IMAGES), args.size, seed=12345)(32)
     test_noisy = test_clean + args.sigma * torch.randn(test_clean.shape, generator=torch.Generator().manual_seed(7))

@@ -1,13 +1,16 @@
 from __future__ import annotations
 
 import json
+import runpy
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
 
 pytest.importorskip("skimage")
 pytest.importorskip("torchmetrics")
@@ -38,4 +41,60 @@ def test_plain_pytorch_example_runs_and_reports_costs(tmp_path: Path) -> None:
 def test_example_rejects_an_empty_data_folder(tmp_path: Path) -> None:
     cmd = [sys.executable, str(ROOT / "examples" / "plain_pytorch_denoise.py"), "--data", str(tmp_path)]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    assert result.returncode != 0 and "no .png/.jpg images in" in result.stderr
+    assert result.returncode == 2 and "no .png/.jpg images in" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def _run_example(name: str, argv: list[str], monkeypatch) -> int:
+    """Run ``examples/NAME ARGV`` in this process (its imports are already loaded); return its exit status."""
+    pytest.importorskip("monai" if name.startswith("monai") else "deepinv" if name.startswith("deepinv") else "torch")
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    monkeypatch.setattr(sys, "argv", [name, *argv])
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_path(str(EXAMPLES / name), run_name="__main__")
+    return exit_info.value.code
+
+
+@pytest.mark.parametrize(
+    "name", ["deepinv_denoise.py", "monai_3d.py", "monai_retina_2d.py", "plain_pytorch_denoise.py"]
+)
+def test_example_help_shows_defaults_in_plain_text(name: str, monkeypatch, capsys) -> None:
+    assert _run_example(name, ["--help"], monkeypatch) == 0
+    text = capsys.readouterr().out
+    assert "``" not in text and "`" not in text
+    entry = text.split("\n  --size PX", 1)[1].split("\n  -", 1)[0]
+    assert "(default: " in entry
+    assert f"\n\n    python examples/{name}" in text or f"\n\npython examples/{name}" in text  # usage on its own
+
+
+@pytest.mark.parametrize(
+    ("name", "argv", "message"),
+    [
+        ("deepinv_denoise.py", ["--device", "cuda"], "--device cuda: PyTorch sees no CUDA GPU on this machine"),
+        ("deepinv_denoise.py", ["--data", "{tmp}/empty"], "--data: no image files"),
+        ("deepinv_denoise.py", ["--data", "{tmp}/missing"], "missing: no such folder"),
+        ("deepinv_denoise.py", ["--epochs", "0"], "argument --epochs: must be at least 1, got 0"),
+        ("deepinv_denoise.py", ["--size", "2000"], "--size 2000: crop size 2000 is larger than images"),
+        ("deepinv_denoise.py", ["--epochs", "1", "--steps-per-epoch", "2"], "too few to give each of 3 stages"),
+        ("monai_3d.py", ["--data", "{tmp}/empty"], "--data: no NIfTI files"),
+        ("monai_3d.py", ["--size", "20"], "--size 20 is not divisible by 2**(levels + 2) = 16"),
+        ("monai_3d.py", ["--batch-size", "0"], "argument --batch-size: must be at least 1, got 0"),
+        ("monai_3d.py", ["--device", "cuda"], "--device cuda: PyTorch sees no CUDA GPU on this machine"),
+        ("monai_retina_2d.py", ["--data", "{tmp}/missing"], "missing: no such folder"),
+        ("monai_retina_2d.py", ["--data", "{tmp}/empty"], "no image files"),
+        ("monai_retina_2d.py", ["--size", "4096"], "--size 4096 is larger than the images allow"),
+        ("plain_pytorch_denoise.py", ["--data", "{tmp}/missing"], "missing: no such folder"),
+        ("plain_pytorch_denoise.py", ["--steps", "0"], "argument --steps: must be at least 1, got 0"),
+        ("plain_pytorch_denoise.py", ["--size", "2048"], "--size 2048 is larger than the smallest training image"),
+    ],
+)
+def test_example_mistakes_end_with_one_line_and_status_2(
+    name: str, argv: list[str], message: str, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    (tmp_path / "empty").mkdir()
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    assert _run_example(name, [*argv, "--out", str(tmp_path / "out")], monkeypatch) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"{name}: error: ") and message in err[-1], err[-1]
+    assert not (tmp_path / "out").exists()

@@ -2,8 +2,8 @@
 
 Trains the same network on the same crops with single-scale SGD, MGE, Full-Multiscale, progressive
 resizing and single-scale with random-resized crops, one after another in this process, on a common
-FLOP budget F (single-scale's run of --steps steps), and writes report.json (every figure),
-report.md (the tables) and TASK.png (quality against FLOPs and wall-clock) under --out.
+FLOP budget F (single-scale's run of ``--steps`` steps), and writes ``report.json`` (every figure),
+``report.md`` (the tables) and ``TASK.png`` (quality against FLOPs and wall-clock) under ``--out``.
 """
 
 from __future__ import annotations
@@ -19,21 +19,42 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from mge_deepinv.cli import HelpFormatter, device_problem, nonnegative_int, positive_float, positive_int
+from mge_deepinv.progress import Progress
 from mge_deepinv.tasks import TASKS
-from tqdm import tqdm
 
 from .plots import plot_task
 from .problems import TASKS_3D
-from .report import SCHEMA_VERSION, markdown_report, validate_report
+from .report import SCHEMA_VERSION, baseline_line, markdown_report, validate_report
 from .settings import PRESETS, STRATEGIES, BenchSettings
 from .suite import run_task
 
 __all__ = ["build_parser", "main", "run_benchmark"]
 
-_OVERRIDES = {
-    "size": int, "size3d": int, "batch_size": int, "steps": int, "budgets": int, "evals": int, "levels": int,
-    "repeats": int, "lr": float, "variance_draws": int, "device": str, "seed": int,
-}  # fmt: skip
+DESCRIPTION = """\
+What multiscale training saves on a task, at equal budget and to a target quality.
+
+Trains the same network on the same crops with single-scale SGD, MGE, Full-Multiscale, progressive
+resizing and single-scale with random-resized crops, one after another in this process, on a common
+FLOP budget F (single-scale's run of --steps steps), and writes report.json (every figure),
+report.md (the tables) and TASK.png (quality against FLOPs and wall-clock) under --out.
+"""
+
+_OVERRIDES: dict[str, tuple[Any, str]] = {
+    "size": (positive_int, "crop side in pixels, divisible by 2**levels x 4"),
+    "size3d": (positive_int, "cube side of the 3D task"),
+    "batch_size": (positive_int, "loaded batch; MGE terms are cut from it"),
+    "steps": (positive_int, "single-scale steps, whose FLOPs are the full budget F"),
+    "budgets": (positive_int, "budgets F/2**j, j = budgets-1 ... 0"),
+    "evals": (positive_int, "evaluations along a curve run; --steps must be a multiple"),
+    "levels": (nonnegative_int, "levels below the full resolution"),
+    "repeats": (positive_int, "timing repeats (medians are reported)"),
+    "lr": (positive_float, "Adam learning rate, constant"),
+    "variance_draws": (positive_int, "batches per gradient-variance estimate"),
+    "device": (str, "cpu, cuda or cuda:N"),
+    "seed": (int, "seed of data, initial weights and noise"),
+}
+"""Options that override the preset: their type and help."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,16 +68,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser = argparse.ArgumentParser(
         prog="mge-bench",
-        description=__doc__ + "\ntasks:\n" + tasks + "\n\npresets:\n" + presets,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=DESCRIPTION + "\ntasks:\n" + tasks + "\n\npresets:\n" + presets,
+        formatter_class=HelpFormatter,
     )
-    parser.add_argument("tasks", nargs="*", help="tasks to run (default: the preset's)")
-    parser.add_argument("--quick", action="store_true", help="the 'quick' preset: a few minutes on a 2-core CPU")
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
-    parser.add_argument("--strategies", help=f"comma-separated subset of {','.join(STRATEGIES)} (single included)")
-    for name, kind in _OVERRIDES.items():
-        parser.add_argument("--" + name.replace("_", "-"), type=kind, help="override the preset")
-    parser.add_argument("--out", type=Path, default=Path("results/bench"))
+    parser.add_argument("tasks", nargs="*", metavar="TASK", help="tasks to run (default: the preset's)")
+    parser.add_argument("--quick", action="store_true", help="the 'quick' preset: about 10 minutes on a 2-core CPU")
+    parser.add_argument("--preset", choices=sorted(PRESETS), help="the settings to start from (default: cpu)")
+    parser.add_argument(
+        "--strategies", metavar="LIST", help=f"comma-separated subset of {','.join(STRATEGIES)} (default: all)"
+    )
+    for name, (kind, text) in _OVERRIDES.items():
+        values = ", ".join(f"{preset} {getattr(s, name)}" for preset, s in PRESETS.items())
+        parser.add_argument("--" + name.replace("_", "-"), type=kind, help=f"{text} (default: the preset's: {values})")
+    parser.add_argument("--out", type=Path, default=Path("results/bench"), metavar="DIR", help="where the report goes")
     return parser
 
 
@@ -64,22 +88,26 @@ def settings_from_args(args: argparse.Namespace) -> BenchSettings:
     """The preset named by the arguments, with their overrides.
 
     Raises:
-        SystemExit: for an unknown task or settings that cannot be run, with the reason.
+        ValueError: for an unknown task, a device this machine lacks or settings that cannot be run, naming the fix.
     """
-    settings = PRESETS["quick" if args.quick else args.preset]
+    if args.quick and args.preset not in (None, "quick"):
+        raise ValueError(f"--quick and --preset {args.preset} name two presets; give one of them")
+    preset = "quick" if args.quick else args.preset or "cpu"
+    settings = PRESETS[preset]
     changes: dict[str, Any] = {k: getattr(args, k) for k in _OVERRIDES if getattr(args, k) is not None}
     if args.tasks:
         known = [*TASKS, *TASKS_3D]
         unknown = [t for t in args.tasks if t not in known]
         if unknown:
-            raise SystemExit(f"unknown task(s) {', '.join(unknown)}; choose from {', '.join(known)}")
+            raise ValueError(f"unknown task(s) {', '.join(unknown)}; choose from {', '.join(known)}")
         changes["tasks"] = tuple(args.tasks)
     if args.strategies:
         changes["strategies"] = tuple(s.strip() for s in args.strategies.split(","))
-    try:
-        return settings.replace(**changes)
-    except ValueError as error:
-        raise SystemExit(f"mge-bench: {error}") from error
+    settings = settings.replace(**changes)
+    problem = device_problem(settings.device)
+    if problem:
+        raise ValueError(problem if args.device else f"the {preset} preset runs on {settings.device}: {problem}")
+    return settings
 
 
 def _machine(device: str) -> dict[str, Any]:
@@ -133,12 +161,11 @@ def run_benchmark(settings: BenchSettings, out: Path, command: str) -> dict[str,
         "tasks": {},
     }
     for name in settings.tasks:
-        with tqdm(desc=f"mge-bench {name}", unit="step", dynamic_ncols=True) as bar:
-
-            def on_plan(total: int, bar=bar) -> None:
-                bar.reset(total=total)
-
-            report["tasks"][name] = run_task(name, settings, progress=bar.update, on_plan=on_plan)
+        with Progress(f"mge-bench {name}") as progress:
+            report["tasks"][name] = run_task(name, settings, progress=progress)
+        check = report["tasks"][name]["baseline_check"]
+        if not check["ok"]:
+            print(f"mge-bench {name}: {baseline_line(check).strip('*')}", file=sys.stderr, flush=True)
         report["meta"]["seconds"] = time.perf_counter() - started
         validate_report(report)
         _write_atomic(out / "report.json", json.dumps(report, indent=1))
@@ -154,8 +181,12 @@ def main(argv: list[str] | None = None) -> None:
         argv: command-line arguments (default: ``sys.argv[1:]``).
     """
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser().parse_args(argv)
-    settings = settings_from_args(args)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = settings_from_args(args)
+    except ValueError as error:
+        parser.error(str(error))
     report = run_benchmark(settings, args.out, " ".join(["mge-bench", *argv]))
     print(markdown_report(report))
     print(f"\nwrote {args.out / 'report.json'}, {args.out / 'report.md'} and one PNG per task under {args.out}/")

@@ -6,7 +6,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["REPORT_SCHEMA", "SCHEMA_VERSION", "markdown_report", "validate_report"]
+__all__ = ["REPORT_SCHEMA", "SCHEMA_VERSION", "baseline_line", "markdown_report", "validate_report"]
 
 SCHEMA_VERSION = "mge-bench/1"
 
@@ -35,6 +35,13 @@ _TASK = {
     "budget_flops": _NUMBER,
     "budgets": [_NUMBER],
     "target_psnr": _NUMBER,
+    "baseline_check": {
+        "input_psnr": _NUMBER,
+        "single_psnr": _NUMBER,
+        "gain_db": _NUMBER,
+        "min_gain_db": _NUMBER,
+        "ok": bool,
+    },
     "strategies": {"single": _STRATEGY, "*": _STRATEGY},
     "diagnostics": dict,
     "memory": dict,
@@ -70,7 +77,7 @@ def _check(value: Any, schema: Any, path: str) -> None:
             _check(item, schema[0], f"{path}[{i}]")
     else:
         types = schema if isinstance(schema, tuple) else (schema,)
-        if isinstance(value, bool) or not isinstance(value, types):
+        if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
             names = "/".join("null" if t is type(None) else t.__name__ for t in types)
             raise ValueError(f"{path}: expected {names}, got {value!r}")
         if isinstance(value, float) and not math.isfinite(value):
@@ -102,6 +109,7 @@ def markdown_report(report: Mapping[str, Any]) -> str:
     for name, task in report["tasks"].items():
         budgets = task["budgets"]
         lines += [f"### {name}: {task['description']} ({task['size']}^{task['spatial_dims']})", ""]
+        lines += [baseline_line(task["baseline_check"]), ""]
         lines += [
             "| strategy | PSNR (dB) | SSIM | GFLOPs | work units | seconds | peak saved MB | data-loading share |",
             "|---|---:|---:|---:|---:|---:|---:|---|",
@@ -135,6 +143,24 @@ def markdown_report(report: Mapping[str, Any]) -> str:
             )
         lines += ["", *_checks(task), ""]
     return "\n".join(lines)
+
+
+def baseline_line(check: Mapping[str, Any]) -> str:
+    """One line on single-scale's gain over the measurement, a warning when it is below ``min_gain_db``.
+
+    Args:
+        check: a task's ``baseline_check`` (:func:`mge_bench.suite.baseline_check`).
+    """
+    text = (
+        f"Single-scale's final PSNR is {check['single_psnr']:.2f} dB, {check['gain_db']:+.2f} dB over the "
+        f"measurement's own {check['input_psnr']:.2f} dB."
+    )
+    if check["ok"]:
+        return text
+    return (
+        f"**Warning: {text} A baseline less than {check['min_gain_db']:.1f} dB above its input has not learned the "
+        "task, so the savings below compare undertrained networks; raise --steps or --lr.**"
+    )
 
 
 def _checks(task: Mapping[str, Any]) -> list[str]:

@@ -10,13 +10,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from mge_deepinv.data import DictSamples
 from mge_deepinv.evaluation import evaluate, quality_metrics
 from mge_deepinv.training import MultiscaleTrainer
 
 from .problems import Problem
 from .settings import BenchSettings
 
-__all__ = ["RRC_ZOOM", "BenchTrainer", "ContinuingSampler", "RunResult", "train_run"]
+__all__ = ["RRC_ZOOM", "BenchTrainer", "ContinuingSampler", "RunResult", "StepCallback", "train_run"]
+
+StepCallback = Callable[[int, float], None]
+"""``on_step(level, work_units)``: called after every training step with the step's level and work units."""
 
 RRC_ZOOM = (1.0, 4.0)
 """Zoom range of the random-resized-crop baseline: crops 1 to 4 times the training size, resized down."""
@@ -54,7 +58,7 @@ class BenchTrainer(MultiscaleTrainer):
     def __post_init__(self) -> None:
         super().__post_init__()
         self.eval_seed = 0
-        self.on_step: Callable[[], None] | None = None
+        self.on_step: StepCallback | None = None
         self.data_seconds: dict[int, float] = defaultdict(float)
         self.step_seconds: dict[int, float] = defaultdict(float)
 
@@ -77,12 +81,12 @@ class BenchTrainer(MultiscaleTrainer):
         assert self.built_strategy is not None and train_ite is not None
         level = self.built_strategy.plan(train_ite).level
         self._data_in_step = 0.0
-        before = self.train_seconds
+        before, work = self.train_seconds, self.cost.work_units
         super().step(epoch, progress_bar, train_ite=train_ite, train=train, **kwargs)
         self.step_seconds[level] += self.train_seconds - before
         self.data_seconds[level] += self._data_in_step
         if self.on_step is not None:
-            self.on_step()
+            self.on_step(level, self.cost.work_units - work)
 
 
 @dataclass
@@ -128,7 +132,7 @@ def train_run(
     evals: int = 1,
     budget: float | None = None,
     initial: dict[str, float] | None = None,
-    on_step: Callable[[], None] | None = None,
+    on_step: StepCallback | None = None,
 ) -> RunResult:
     """Train ``problem``'s network with ``strategy`` for ``steps`` steps, evaluating ``evals`` times.
 
@@ -140,7 +144,7 @@ def train_run(
         evals: evaluations, evenly spaced, the last at the end.
         budget: the budget the run was planned for, recorded as given.
         initial: the untrained network's quality (computed when not given).
-        on_step: called after every training step (progress bars).
+        on_step: called after every training step with its level and work units (progress).
     """
     if steps % evals:
         raise ValueError(f"steps={steps} must be a multiple of evals={evals}")
@@ -151,10 +155,12 @@ def train_run(
     zoom = RRC_ZOOM if strategy == "single+rrc" else None
     per_epoch = steps // evals
     loader = torch.utils.data.DataLoader(
-        problem.train_set(steps * settings.batch_size, zoom), batch_size=settings.batch_size,
+        DictSamples(problem.train_set(steps * settings.batch_size, zoom)), batch_size=settings.batch_size,
         sampler=ContinuingSampler(per_epoch * settings.batch_size),
     )  # fmt: skip
-    eval_loader = torch.utils.data.DataLoader(list(problem.eval_clean.cpu()), batch_size=len(problem.eval_clean))
+    eval_loader = torch.utils.data.DataLoader(
+        DictSamples(list(problem.eval_clean.cpu())), batch_size=len(problem.eval_clean)
+    )
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*progress bar frequency.*")
         trainer = BenchTrainer(
@@ -162,6 +168,7 @@ def train_run(
             train_dataloader=loader, eval_dataloader=eval_loader, epochs=evals, online_measurements=True,
             metrics=quality_metrics(), save_path=None, device=settings.device,
             verbose=False, show_progress_bar=False, compute_train_metrics=False,
+            non_blocking_transfers=torch.device(settings.device).type == "cuda",
             strategy="single" if strategy == "single+rrc" else strategy, levels=settings.levels,
         )  # fmt: skip
         trainer.eval_seed = settings.seed + 1

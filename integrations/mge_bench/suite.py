@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import statistics
-from collections.abc import Callable
 from typing import Any
 
 import torch
-from mge_deepinv.evaluation import evaluate
+from mge_deepinv.evaluation import evaluate, input_quality
+from mge_deepinv.progress import Progress
 
 from mge_plugins import Strategy, build_strategy
-from mge_plugins.cost import measure_level_flops, step_flops
+from mge_plugins.cost import measure_level_flops, step_flops, step_work_units
 from mge_plugins.diagnostics import cost_to_target, quality_at_budget, ratio, steps_within_budget
 
 from .checks import gradient_diagnostics, level_loss_for, memory_check, overhead_check, sample_batch
@@ -18,7 +18,17 @@ from .problems import Problem, make_problem
 from .runs import RunResult, train_run
 from .settings import FRONTIER_STRATEGIES, BenchSettings
 
-__all__ = ["BUDGET_TOLERANCE", "TARGET_MARGIN_DB", "plan_runs", "run_task", "strategy_points"]
+__all__ = [
+    "BUDGET_TOLERANCE",
+    "MIN_BASELINE_GAIN_DB",
+    "TARGET_MARGIN_DB",
+    "baseline_check",
+    "plan_runs",
+    "planned_work",
+    "run_task",
+    "strategy_points",
+    "to_target",
+]
 
 TARGET_MARGIN_DB = 0.1
 """A strategy reaches single-scale's final quality when it comes within this many dB of it."""
@@ -26,6 +36,10 @@ TARGET_MARGIN_DB = 0.1
 BUDGET_TOLERANCE = 0.05
 """A run planned for a budget stops short of it by less than one evaluation interval; curves ending within this
 fraction of a budget count as reaching it."""
+
+MIN_BASELINE_GAIN_DB = 1.0
+"""Single-scale's final PSNR must beat the measurement's own PSNR by this much, or the report is marked: a
+baseline that has not learned the task makes every saving measured against it meaningless."""
 
 
 def _strategy(name: str, settings: BenchSettings, dims: int, steps: int) -> Strategy:
@@ -101,27 +115,56 @@ def _median_seconds(repeats: list[RunResult]) -> RunResult:
     return first
 
 
-def run_task(
-    name: str, settings: BenchSettings, progress: Callable[[int], None] | None = None, on_plan=None
-) -> dict[str, Any]:
+def planned_work(settings: BenchSettings, dims: int, runs: list[dict[str, Any]]) -> float:
+    """Work units of the planned runs (fine-equivalent samples), what the time left is estimated from.
+
+    Args:
+        settings: batch size and levels.
+        dims: spatial dimensions of the task.
+        runs: the runs of :func:`plan_runs`.
+    """
+    total = 0.0
+    for run in runs:
+        strategy = _strategy(run["strategy"], settings, dims, run["steps"])
+        for step in range(run["steps"]):
+            plan = strategy.plan(step)
+            total += step_work_units(plan.batch_sizes, base_level=plan.level, spatial_dims=dims)
+    return total
+
+
+def _run_label(index: int, count: int, run: dict[str, Any], budgets: list[float]) -> str:
+    label = f"{index}/{count} {run['strategy']}"
+    if run["budget"] is not None:
+        label += f" at F/{round(budgets[-1] / run['budget'])}" if run["budget"] < budgets[-1] else " at F"
+    return label
+
+
+def run_task(name: str, settings: BenchSettings, progress: Progress | None = None) -> dict[str, Any]:
     """Run the benchmark for task ``name``; returns its section of the report.
 
     Args:
         name: task name.
         settings: the benchmark settings.
-        progress: called with the number of training steps done, after every step.
-        on_plan: called once with the planned runs' total steps (to size a progress bar).
+        progress: reports every training step (run, level, time left) and each measurement phase.
     """
     problem = make_problem(name, settings)
     flops_per_sample = _level_flops(problem, settings)
     budget, budgets, planned = plan_runs(settings, problem.spatial_dims, flops_per_sample)
-    if on_plan is not None:
-        on_plan(settings.repeats * sum(r["steps"] for r in planned))
+    if progress is not None:
+        work = planned_work(settings, problem.spatial_dims, planned)
+        progress.start(settings.repeats * sum(r["steps"] for r in planned), settings.repeats * work)
     initial = evaluate(problem.make_model(), problem.make_physics(), problem.eval_clean, settings.seed + 1)
-    step = (lambda: progress(1)) if progress is not None else None
     repeats: list[list[RunResult]] = [[] for _ in planned]
-    for _ in range(settings.repeats):  # interleaved, so a slow spell of the machine hits every strategy
+    count = settings.repeats * len(planned)
+    for repeat in range(settings.repeats):  # interleaved, so a slow spell of the machine hits every strategy
         for i, run in enumerate(planned):
+            step = None
+            if progress is not None:
+                label = _run_label(repeat * len(planned) + i + 1, count, run, budgets)
+
+                def step(level: int, work: float, label: str = label) -> None:
+                    progress.update(1, work, run=label, level=level)
+
             repeats[i].append(
                 train_run(
                     problem, settings, run["strategy"], run["steps"], evals=run["evals"], budget=run["budget"],
@@ -135,12 +178,11 @@ def run_task(
 
     single = by_strategy["single"][0]
     target = single.final["psnr"] - TARGET_MARGIN_DB
+    single_points = strategy_points(by_strategy["single"], initial)
     strategies = {}
     for strategy, results in by_strategy.items():
         points = strategy_points(results, initial)
         last = results[-1]
-        flops = cost_to_target(points, target, cost_key="flops")
-        seconds = cost_to_target(points, target, cost_key="seconds")
         if last.budget is not None:  # one run per budget: its final quality is the quality at that budget
             at_budget = [next((r.final["psnr"] for r in results if r.budget == b), None) for b in budgets]
         else:
@@ -154,20 +196,18 @@ def run_task(
                 "seconds_repeats": last.seconds_repeats,
             },
             "at_budget": at_budget,
-            "to_target": {
-                "flops": flops,
-                "seconds": seconds,
-                "flop_saving": ratio(single.final["flops"], flops),
-                "time_saving": ratio(single.final["seconds"], seconds),
-            },
+            "to_target": to_target(points, single_points, target),
             "data_share": last.data_share,
             "runs": [{"steps": r.steps, "budget": r.budget, "plan": r.plan} for r in results],
         }
+    if progress is not None:
+        progress.note("measuring peak memory, MGE's gradient variance and the plugin's overhead")
     models = {s: _strategy(s, settings, problem.spatial_dims, by_strategy[s][-1].steps) for s in by_strategy}
     memory = memory_check(problem, settings, models, {s: by_strategy[s][-1].steps for s in by_strategy})
     for strategy, peak in memory["per_strategy"].items():
         strategies[strategy]["peak_memory"] = peak
     mge_sizes = _strategy("mge", settings, problem.spatial_dims, 1).plan(0).batch_sizes
+    measured = input_quality(problem.make_physics(), problem.eval_clean, settings.seed + 1)
     return {
         "description": problem.description,
         "spatial_dims": problem.spatial_dims,
@@ -176,11 +216,53 @@ def run_task(
         "budget_flops": budget,
         "budgets": budgets,
         "target_psnr": target,
+        "baseline_check": baseline_check(measured["psnr"], single.final["psnr"]),
         "strategies": strategies,
         "diagnostics": _diagnostics(problem, settings, single, mge_sizes, flops_per_sample),
         "memory": memory,
         "overhead": overhead_check(problem, settings, mge_sizes),
     }
+
+
+def to_target(points: list[dict[str, float]], single_points: list[dict[str, float]], target: float) -> dict[str, Any]:
+    """The cost of reaching ``target`` and the saving over single-scale's cost of reaching it.
+
+    Both costs are read the same way (:func:`~mge_plugins.diagnostics.cost_to_target`), so single-scale's saving
+    over itself is exactly 1.
+
+    Args:
+        points: the strategy's quality-against-cost points.
+        single_points: single-scale's points.
+        target: the quality to reach (PSNR, dB).
+
+    Returns:
+        ``flops``, ``seconds``, ``flop_saving`` and ``time_saving`` (``None`` where the target is not reached).
+    """
+    cost = {key: cost_to_target(points, target, cost_key=key) for key in ("flops", "seconds")}
+    single = {key: cost_to_target(single_points, target, cost_key=key) for key in ("flops", "seconds")}
+    return {
+        **cost,
+        "flop_saving": ratio(single["flops"], cost["flops"]),
+        "time_saving": ratio(single["seconds"], cost["seconds"]),
+    }
+
+
+def baseline_check(input_psnr: float, single_psnr: float, min_gain_db: float = MIN_BASELINE_GAIN_DB) -> dict[str, Any]:
+    """Whether single-scale training learned the task: its final PSNR against the measurement's own.
+
+    Args:
+        input_psnr: PSNR of the measurement (:func:`mge_deepinv.evaluation.input_quality`).
+        single_psnr: single-scale's final PSNR.
+        min_gain_db: the gain below which the report is marked.
+
+    Returns:
+        ``input_psnr``, ``single_psnr``, ``gain_db``, ``min_gain_db`` and ``ok``.
+    """
+    gain = single_psnr - input_psnr
+    return {
+        "input_psnr": input_psnr, "single_psnr": single_psnr, "gain_db": gain, "min_gain_db": min_gain_db,
+        "ok": gain >= min_gain_db,
+    }  # fmt: skip
 
 
 def _curve_at(points: list[dict[str, float]], budget: float) -> float | None:

@@ -8,10 +8,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms.v2.functional import resized_crop
 
-__all__ = ["TEST_IMAGES", "TRAIN_IMAGES", "ImageCrops", "bundled_images", "folder_images"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "TEST_IMAGES",
+    "TRAIN_IMAGES",
+    "DictSamples",
+    "ImageCrops",
+    "bundled_images",
+    "folder_images",
+    "read_folder",
+    "to_channels",
+]
 
 Zoom = tuple[float, float]
 
@@ -22,7 +31,17 @@ TEST_IMAGES: tuple[str, ...] = ("camera", "moon")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
-def _to_channels(image: torch.Tensor, channels: int) -> torch.Tensor:
+def to_channels(image: torch.Tensor, channels: int) -> torch.Tensor:
+    """A ``(C, H, W)`` image as grayscale (``channels=1``, the mean of R, G and B) or RGB (``channels=3``).
+
+    An alpha channel (grayscale + alpha, RGBA) is dropped first.
+
+    :param torch.Tensor image: a ``(C, H, W)`` image with 1 to 4 channels.
+    :param int channels: 1 or 3.
+    :return: the ``(channels, H, W)`` image.
+    """
+    if image.shape[0] in (2, 4):
+        image = image[:-1]
     if image.shape[0] == channels:
         return image
     if channels == 1:
@@ -44,13 +63,25 @@ def bundled_images(names: Sequence[str] = TRAIN_IMAGES, channels: int = 1) -> li
     for name in names:
         array = np.asarray(getattr(skimage.data, name)(), dtype=np.float32) / 255.0
         tensor = torch.from_numpy(array[..., :3].transpose(2, 0, 1) if array.ndim == 3 else array[None].copy())
-        images.append(_to_channels(tensor.contiguous(), channels))
+        images.append(to_channels(tensor.contiguous(), channels))
     return images
 
 
 def folder_images(folder: str | Path, channels: int = 1) -> list[torch.Tensor]:
-    """``(C, H, W)`` float images from every image file in ``folder`` (sorted by name).
+    """``(C, H, W)`` float images from every image file in ``folder`` (sorted by name), at ``channels``.
 
+    :param str, pathlib.Path folder: the folder.
+    :param int channels: 1 (grayscale) or 3 (see :func:`to_channels`).
+    :raises FileNotFoundError: when the folder is missing or holds no image, naming it.
+    :raises ValueError: for a file that cannot be decoded, naming the file.
+    """
+    return [to_channels(image, channels) for image in read_folder(folder)]
+
+
+def read_folder(folder: str | Path) -> list[torch.Tensor]:
+    """``(C, H, W)`` float images in [0, 1] from every image file in ``folder``, with their stored channels.
+
+    :param str, pathlib.Path folder: the folder.
     :raises FileNotFoundError: when the folder is missing or holds no image, naming it.
     :raises ValueError: for a file that cannot be decoded, naming the file.
     """
@@ -63,14 +94,46 @@ def folder_images(folder: str | Path, channels: int = 1) -> list[torch.Tensor]:
     images = []
     for path in paths:
         try:
-            image = decode_image(str(path), mode=ImageReadMode.UNCHANGED).float() / 255.0
-        except (RuntimeError, OSError) as error:
+            image = _decode(path)
+        except (OSError, SyntaxError, ValueError) as error:
             reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
             raise ValueError(
                 f"cannot decode {path} ({reason}): the file is truncated, corrupt or not an image; replace or remove it"
             ) from error
-        images.append(_to_channels(image, channels))
+        images.append(image)
     return images
+
+
+def _decode(path: Path) -> torch.Tensor:
+    """One image file as a ``(C, H, W)`` float tensor in [0, 1] (Pillow; 8- and 16-bit, with or without alpha)."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image.load()  # a truncated file fails here, not later
+        if image.mode not in ("L", "LA", "RGB", "RGBA", "I;16", "I"):
+            image = image.convert("RGBA" if "A" in image.mode or "transparency" in image.info else "RGB")
+        array = np.asarray(image)
+    scale = 255.0 if array.dtype == np.uint8 else 65535.0
+    array = array.astype(np.float32) / scale
+    return torch.from_numpy(array.transpose(2, 0, 1).copy() if array.ndim == 3 else array[None].copy())
+
+
+class DictSamples(torch.utils.data.Dataset):
+    """Sample ``i`` of a dataset of clean images as ``{"x": dataset[i]}``, DeepInverse's recommended format.
+
+    Deepinv deprecates datasets that return a bare tensor; ``mge-train`` and ``mge-bench`` wrap theirs.
+
+    :param torch.utils.data.Dataset dataset: a dataset (or a list) of ``(C, H, W)`` tensors.
+    """
+
+    def __init__(self, dataset: torch.utils.data.Dataset | Sequence[torch.Tensor]) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {"x": self.dataset[index]}
 
 
 class ImageCrops(torch.utils.data.Dataset):

@@ -11,7 +11,7 @@ import torch
 
 from .data import TEST_IMAGES, ImageCrops, bundled_images
 
-__all__ = ["evaluate", "held_out_crops", "measure", "quality_metrics", "reconstruct", "score"]
+__all__ = ["evaluate", "held_out_crops", "input_quality", "measure", "quality_metrics", "reconstruct", "score"]
 
 
 def quality_metrics() -> list[dinv.metric.Metric]:
@@ -95,3 +95,21 @@ def evaluate(model: torch.nn.Module, physics: dinv.physics.Physics, clean: torch
     :return: ``{"psnr": ..., "ssim": ...}`` (see :func:`score`).
     """
     return score(reconstruct(model, physics, clean, seed)[1], clean)
+
+
+@torch.no_grad()
+def input_quality(physics: dinv.physics.Physics, clean: torch.Tensor, seed: int) -> dict[str, float]:
+    """PSNR and SSIM of the measurement itself, the quality a network has to beat.
+
+    The measurement is drawn as in :func:`evaluate` (same ``seed``, same noise) and clipped to [0, 1];
+    a smaller measurement (super-resolution) is first resized to the image's size (bicubic).
+
+    :param deepinv.physics.Physics physics: the forward operator.
+    :param torch.Tensor clean: ground-truth batch.
+    :param int seed: seed of the measurement noise.
+    :return: ``{"psnr": ..., "ssim": ...}`` (see :func:`score`).
+    """
+    y = measure(physics, clean, seed)
+    if y.shape[2:] != clean.shape[2:]:
+        y = torch.nn.functional.interpolate(y, size=clean.shape[2:], mode="bicubic" if y.dim() == 4 else "trilinear")
+    return score(y.clamp(0, 1), clean)

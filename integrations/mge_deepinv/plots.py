@@ -95,6 +95,6 @@ def save_figure(fig: Any, path: str | Path, title: str) -> None:
     :param str title: the figure's title.
     """
     fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.92))  # leave the top band to the title, clear of the panels' titles
     fig.savefig(path, dpi=100)
     pyplot().close(fig)

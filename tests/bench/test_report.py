@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 
 import pytest
 from mge_bench.report import SCHEMA_VERSION, markdown_report, validate_report
@@ -35,6 +36,7 @@ def minimal_report() -> dict:
         "budget_flops": 2.0,
         "budgets": [1.0, 2.0],
         "target_psnr": 24.9,
+        "baseline_check": {"input_psnr": 20.0, "single_psnr": 25.0, "gain_db": 5.0, "min_gain_db": 1.0, "ok": True},
         "strategies": {"single": _strategy_entry(25.0), "mge": _strategy_entry(26.0)},
         "diagnostics": {},
         "memory": {},
@@ -52,6 +54,40 @@ def test_a_complete_report_validates_and_renders() -> None:
     assert "| mge | 26.00 |" in text
     assert "not reached" in text
     assert "+10.0 %" in text
+    assert "Single-scale's final PSNR is 25.00 dB, +5.00 dB over the measurement's own 20.00 dB." in text
+    assert "Warning" not in text
+
+
+def test_a_baseline_that_did_not_learn_is_marked() -> None:
+    report = minimal_report()
+    report["tasks"]["toy"]["baseline_check"].update(single_psnr=20.3, gain_db=0.3, ok=False)
+    validate_report(report)
+    assert "**Warning: Single-scale's final PSNR is 20.30 dB, +0.30 dB" in markdown_report(report)
+    report["tasks"]["toy"]["baseline_check"]["ok"] = 1
+    with pytest.raises(ValueError, match=r"baseline_check.ok: expected bool"):
+        validate_report(report)
+
+
+def test_log_axes_have_positive_limits_and_plain_ticks() -> None:
+    pytest.importorskip("matplotlib")
+    from mge_bench.plots import task_figure
+
+    task = minimal_report()["tasks"]["toy"]
+    for entry in task["strategies"].values():  # the untrained network at cost 0, then three evaluations
+        entry["points"] = [{**_point(18.0), "flops": 0.0, "seconds": 0.0}] + [
+            {**_point(20.0 + k), "flops": 2e9 * 4**k, "seconds": 0.4 * 3**k} for k in range(3)
+        ]
+    task["budgets"] = [8e9, 32e9]
+    fig = task_figure("toy", task)
+    fig.canvas.draw()
+    for ax in fig.axes:
+        low, high = ax.get_xlim()
+        assert ax.get_xscale() == "log" and 0 < low < high
+        labels = [t.get_text() for t in ax.get_xticklabels() if low <= t.get_position()[0] <= high and t.get_text()]
+        assert len(labels) >= 2, labels
+        assert all(re.fullmatch(r"\d+(\.\d+)?", label) for label in labels), labels  # no "0", "10^1", "-1"
+        assert "0" not in labels
+    fig.clf()
 
 
 @pytest.mark.parametrize(
