@@ -81,6 +81,8 @@ def test_monai_examples_run(tmp_path: Path, script: str, task: str) -> None:
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "fine-level PSNR" in result.stdout
+    assert "iteration 4/4 (100%), stage 2/2, level 0" in result.stderr  # progress, as plain lines: not a terminal
+    assert "\r" not in result.stderr
     summary = json.loads(next(tmp_path.rglob(f"summary_{task}_full-multiscale.json")).read_text())
     assert summary["steps"] == 4 and summary["saving"] > 1 and summary["psnr"] > 0
 
@@ -88,4 +90,5 @@ def test_monai_examples_run(tmp_path: Path, script: str, task: str) -> None:
 def test_monai_3d_example_rejects_an_empty_data_folder(tmp_path: Path) -> None:
     cmd = [sys.executable, str(ROOT / "examples" / "monai_3d.py"), "--data", str(tmp_path)]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    assert result.returncode != 0 and "no NIfTI files" in result.stderr
+    assert result.returncode == 2 and "no NIfTI files" in result.stderr
+    assert "Traceback" not in result.stderr
