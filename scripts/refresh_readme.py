@@ -1,0 +1,81 @@
+"""Rewrite the README's ``mge-train`` table from the runs' ``summary.csv`` files.
+
+The table sits between ``<!-- mge-train:table -->`` and ``<!-- /mge-train:table -->``. Its
+figures come from ``docs/figures/mge_train.json``, which this script writes from the
+``summary.csv`` of each task run with ``mge-train TASK --out DIR``; ``tests/test_readme.py``
+checks that the table equals what the JSON gives, so it cannot go stale.
+
+    for t in denoise deblur inpaint sr; do mge-train $t --out results/readme; done
+    python scripts/refresh_readme.py results/readme
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+JSON = ROOT / "docs" / "figures" / "mge_train.json"
+TASKS = {
+    "denoise": "denoise (σ = 0.1)",
+    "deblur": "deblur (Gaussian σ = 1.5 px)",
+    "inpaint": "inpaint (30 % of 8×8 blocks)",
+    "sr": "2× super-resolution",
+}
+START, END = "<!-- mge-train:table -->", "<!-- /mge-train:table -->"
+
+
+def collect(folder: Path) -> dict[str, Any]:
+    """The figures of every task's ``summary.csv`` under ``folder``, with the machine's load."""
+    tasks = {}
+    for task in TASKS:
+        path = folder / task / "summary.csv"
+        if path.exists():
+            with path.open() as f:
+                tasks[task] = [{k: v for k, v in row.items()} for row in csv.DictReader(f)]
+    return {"folder": str(folder), "load_after": os.getloadavg()[0], "cores": os.cpu_count(), "tasks": tasks}
+
+
+def table(data: dict[str, Any]) -> str:
+    """The Markdown table (PSNR, SSIM, GFLOPs, work units, FLOP saving; seconds are load-dependent)."""
+    lines = [
+        "| task | strategy | PSNR (dB) | SSIM | GFLOPs | work units | FLOP saving |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for task, label in TASKS.items():
+        for i, row in enumerate(data["tasks"].get(task, [])):
+            psnr, ssim, flops = float(row["psnr"]), float(row["ssim"]), float(row["flops"]) / 1e9
+            work, saving = float(row["work_units"]), float(row["flop_saving"])
+            name = label if i == 0 else ""
+            lines.append(
+                f"| {name} | {row['strategy']} | {psnr:.2f} | {ssim:.3f} | {flops:.0f} | {work:.0f} | {saving:.2f}× |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def replace(readme: Path, text: str) -> None:
+    """Put ``text`` between the table markers of ``readme``."""
+    document = readme.read_text()
+    head, rest = document.split(START, 1)
+    _, tail = rest.split(END, 1)
+    readme.write_text(f"{head}{START}\n{text}{END}{tail}")
+
+
+def main() -> None:
+    """Collect the summaries into the JSON and rewrite the README table."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("folder", type=Path, help="the --out folder of the mge-train runs")
+    args = parser.parse_args()
+    data = collect(args.folder)
+    JSON.parent.mkdir(parents=True, exist_ok=True)
+    JSON.write_text(json.dumps(data, indent=1) + "\n")
+    replace(ROOT / "README.md", table(data))
+    print(table(data))
+
+
+if __name__ == "__main__":
+    main()
