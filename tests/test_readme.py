@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -24,3 +25,17 @@ def test_readme_quick_start_commands_match_the_project() -> None:
     assert 'pip install -c constraints.txt -e ".[all]" && python -m pytest' in text
     ci = (README.parent / ".ci" / "run").read_text()
     assert "-c constraints.txt" in ci and "python -m pytest" in ci
+
+
+def test_the_mge_train_table_is_what_its_committed_runs_give() -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("refresh_readme", README.parent / "scripts" / "refresh_readme.py")
+    module = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    spec.loader.exec_module(module)
+    data = json.loads(module.JSON.read_text())
+    assert set(data["tasks"]) == set(module.TASKS)
+    text = README.read_text()
+    block = text.split(module.START, 1)[1].split(module.END, 1)[0]
+    assert block == "\n" + module.table(data), "stale: rerun the runs and python scripts/refresh_readme.py DIR"
