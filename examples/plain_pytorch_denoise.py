@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -81,7 +82,8 @@ def train(name: str, args: argparse.Namespace, train_crops: RandomCrops, test, l
     meter = CostMeter(spatial_dims=2, baseline_batch_size=args.batch_size, flops_per_sample=flops)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     elapsed = 0.0
-    bar = tqdm(range(args.steps), desc=f"{name:>15}", unit="step", leave=True)
+    terminal = sys.stderr.isatty()  # in a log, plain lines instead of a bar's carriage returns
+    bar = tqdm(range(args.steps), desc=f"{name:>15}", unit="step", leave=True, disable=not terminal)
     for step in bar:
         plan = strategy.plan(step)
         clean = train_crops(required_batch_size(plan.batch_sizes)).to(device)
@@ -92,6 +94,13 @@ def train(name: str, args: argparse.Namespace, train_crops: RandomCrops, test, l
         sync()
         elapsed += time.perf_counter() - start
         bar.set_postfix(level=plan.level, loss=f"{stats.fine_loss:.2e}", saved=f"{meter.saving:.1f}x")
+        if not terminal and ((step + 1) % max(1, args.steps // 10) == 0 or step + 1 == args.steps):
+            print(
+                f"{name}: step {step + 1}/{args.steps}, level {plan.level}, loss {stats.fine_loss:.2e}, "
+                f"saving so far {meter.saving:.1f}x, {elapsed:.0f} s",
+                file=sys.stderr,
+                flush=True,
+            )
         if (step + 1) % args.eval_every == 0 or step + 1 == args.steps:
             psnr, ssim = evaluate(model, *test)
             log_rows.append(

@@ -36,6 +36,8 @@ def test_plain_pytorch_example_runs_and_reports_costs(tmp_path: Path) -> None:
     assert all(r["psnr"] > 10 for r in rows.values())
     log = (tmp_path / "log.csv").read_text().splitlines()
     assert log[0].startswith("strategy,step,level") and len(log) == 1 + 3
+    # Not a terminal: progress as plain lines, no bar fragments.
+    assert "\r" not in result.stderr and "full-multiscale: step 7/7, level 0" in result.stderr
 
 
 def test_example_rejects_an_empty_data_folder(tmp_path: Path) -> None:
