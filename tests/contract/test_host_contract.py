@@ -39,6 +39,7 @@ def test_single_reproduces_the_host_bit_for_bit(host: str) -> None:
 
 
 @hosts
+@pytest.mark.filterwarnings("ignore:the per-term batches:UserWarning")  # equal terms cost more, as warned
 def test_mge_on_one_shared_batch_equals_the_fine_gradient(host: str) -> None:
     images = clean_images(n=8)
     stock = HOSTS[host].native(conv_net(), images, lr=1.0)
@@ -49,6 +50,7 @@ def test_mge_on_one_shared_batch_equals_the_fine_gradient(host: str) -> None:
 
 
 @hosts
+@pytest.mark.filterwarnings("ignore:the per-term batches:UserWarning")
 def test_mge_with_growing_terms_does_not_equal_the_fine_gradient(host: str) -> None:
     # The negative control of the identity above: different per-term batches give another estimate.
     images = clean_images(n=8)
@@ -91,7 +93,7 @@ def test_a_network_failing_at_the_coarsest_level_is_reported_before_training(hos
         from mge_plugins.cost import CostMeter
 
         images = clean_images(n=8)
-        step = MultiscaleStep(build_strategy("mge", levels=2, loaded_batch_size=8), CostMeter())
+        step = MultiscaleStep(build_strategy("mge", levels=2, loaded_batch_size=8), CostMeter(baseline_batch_size=8))
 
         def level_loss(indices: slice, level: int) -> torch.Tensor:
             from mge_plugins import restrict
