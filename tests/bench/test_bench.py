@@ -85,7 +85,8 @@ def test_quick_mode_end_to_end_on_tiny_settings(tmp_path) -> None:
     assert not [w for w in caught if "tuple format for dataset outputs" in str(w.message)]  # samples are dicts
     log = stderr.getvalue()
     assert "\r" not in log  # not a terminal: plain lines, no bar fragments
-    assert re.search(r"mge-bench denoise: step 1/\d+ \(\d+%\), run 1/7 single, level 0, .* left", log)
+    assert re.search(r"mge-bench denoise: step 1/\d+ \(\d+%\), run 1/7 single, level 0, \d+ s elapsed\n", log)
+    assert re.search(r"run 2/7 mge, level 0, .* elapsed, about .* left", log)  # the time left, from step 2 on
     assert "run 4/7 full-multiscale at F, level 2" in log and "measuring peak memory" in log
     assert re.search(r"step (\d+)/\1 \(100%\), run 7/7 single\+rrc, level 0, .* done", log)
     report = json.loads((tmp_path / "report.json").read_text())
