@@ -30,7 +30,7 @@ from mge_monai import MultiscaleSupervisedTrainer  # noqa: E402
 from mge_monai.data import nifti_files, write_synthetic_volumes  # noqa: E402
 from monai.data import DataLoader as MonaiLoader  # noqa: E402
 from monai.data import Dataset as MonaiDataset  # noqa: E402
-from torchvision.io import encode_jpeg, write_png  # noqa: E402
+from PIL import Image  # noqa: E402
 
 SIZE, BATCH = 16, 8
 ORDER = [(0, 0), (0, 1), (1, 1), (1, 2), (2, 2)]  # (term, level) of each level-loss evaluation in a step
@@ -394,8 +394,9 @@ def test_monai_trains_images_too_small_for_the_levels_with_fewer_and_one_warning
 def write_images(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     image = (torch.rand(3, 32, 32) * 255).to(torch.uint8)
-    write_png(image, str(folder / "good.png"))
-    (folder / "photo.jpg").write_bytes(encode_jpeg(image).numpy().tobytes())
+    pixels = Image.fromarray(image.permute(1, 2, 0).numpy())  # Pillow: torchvision's encoders are deprecated
+    pixels.save(folder / "good.png")
+    pixels.save(folder / "photo.jpg")
     return folder
 
 

@@ -223,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="results folder; each run writes OUT/TASK/DATE-TIME/",
     )
-    return parser  # fmt: skip
+    return parser
 
 
 @dataclass
