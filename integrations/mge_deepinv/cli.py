@@ -36,7 +36,7 @@ from .data import (
 from .evaluation import held_out_crops, quality_metrics, reconstruct, score
 from .plots import COST_AXES, plot_quality_against_cost, pyplot, save_figure, show_image
 from .progress import Progress
-from .tasks import TASKS, make_model
+from .tasks import NETWORKS, TASKS, make_model
 from .training import MultiscaleTrainer
 
 __all__ = [
@@ -210,6 +210,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-size", type=positive_int, default=16, metavar="N", help="loaded batch; MGE terms are cut from it"
     )
     parser.add_argument("--channels", type=int, default=1, choices=(1, 3), help="1 (grayscale) or 3 (colour)")
+    parser.add_argument(
+        "--network",
+        choices=NETWORKS,
+        default="dncnn",
+        help="dncnn (deepinv's DnCNN) or meshfree (mesh-free convolutions: one operator at every level)",
+    )
     parser.add_argument("--lr", type=positive_float, default=1e-3, help="Adam learning rate, cosine-annealed")
     parser.add_argument(
         "--data", type=Path, metavar="DIR", help="folder of training images (default: the scikit-image photographs)"
@@ -420,7 +426,7 @@ class _CliTrainer(MultiscaleTrainer):
 def _train_one(strategy: str, args: argparse.Namespace, inputs: Inputs, out: Path) -> dict[str, Any]:
     torch.manual_seed(args.seed)
     physics = TASKS[args.task].physics(args.size, args.channels, args.device)
-    model = make_model(args.channels, device=args.device)
+    model = make_model(args.channels, device=args.device, network=args.network)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.evals)
     loader = torch.utils.data.DataLoader(
@@ -585,8 +591,11 @@ def load_network(path: str | Path, strategy: str = "full-multiscale", device: st
     """
     checkpoint = _find_checkpoint(Path(path), strategy)
     state = torch.load(checkpoint, map_location=device, weights_only=True)["state_dict"]
-    channels = int(state["backbone_net.in_conv.weight"].shape[1])
-    model = make_model(channels, device=device)
+    if "backbone_net.in_conv.weight" in state:
+        channels, network = int(state["backbone_net.in_conv.weight"].shape[1]), "dncnn"
+    else:  # mesh-free: weights (out, in, stencils)
+        channels, network = int(state["backbone_net.body.0.weight"].shape[1]), "meshfree"
+    model = make_model(channels, device=device, network=network)
     model.load_state_dict(state)
     return model.eval()
 

@@ -9,7 +9,9 @@ import deepinv as dinv
 import torch
 from deepinv.physics.functional.blur import gaussian_blur
 
-__all__ = ["TASKS", "Task", "make_model"]
+from mge_plugins.meshfree import MeshFreeDenoiser
+
+__all__ = ["NETWORKS", "TASKS", "Task", "make_model"]
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,25 @@ TASKS: dict[str, Task] = {
 }
 
 
-def make_model(channels: int = 1, depth: int = 5, width: int = 32, device: str = "cpu") -> torch.nn.Module:
-    """A small DnCNN (no BatchNorm, no pretrained weights) on the adjoint of the measurement."""
-    backbone = dinv.models.DnCNN(channels, channels, depth=depth, nf=width, pretrained=None, device=device)
+NETWORKS = ("dncnn", "meshfree")
+
+
+def make_model(
+    channels: int = 1, depth: int = 5, width: int = 32, device: str = "cpu", network: str = "dncnn"
+) -> torch.nn.Module:
+    """A small network on the adjoint of the measurement, without BatchNorm or pretrained weights.
+
+    :param int channels: image channels.
+    :param int depth: convolutions.
+    :param int width: hidden channels.
+    :param str device: where to build it.
+    :param str network: ``"dncnn"`` (deepinv's DnCNN) or ``"meshfree"`` (a residual network of
+        :class:`mge_plugins.meshfree.MeshFreeConv2d`, one operator at every level).
+    """
+    if network == "meshfree":
+        backbone: torch.nn.Module = MeshFreeDenoiser(channels, width=width, depth=depth).to(device)
+    elif network == "dncnn":
+        backbone = dinv.models.DnCNN(channels, channels, depth=depth, nf=width, pretrained=None, device=device)
+    else:
+        raise ValueError(f"unknown network {network!r}; use one of {', '.join(map(repr, NETWORKS))}")
     return dinv.models.ArtifactRemoval(backbone, mode="adjoint", device=device)

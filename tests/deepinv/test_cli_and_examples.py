@@ -230,3 +230,17 @@ def test_deepinv_examples_run(tmp_path: Path, name: str) -> None:
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "eval PSNR per epoch" in result.stdout and "'saving'" in result.stdout
+
+
+def test_mge_train_trains_a_mesh_free_network_and_loads_it_back(tmp_path: Path) -> None:
+    from mge_plugins.meshfree import MeshFreeDenoiser
+
+    _run(["denoise", *TINY, "--network", "meshfree", "--no-baseline"], tmp_path)
+    model = load_network(tmp_path / "denoise")
+    assert isinstance(model.backbone_net, MeshFreeDenoiser) and not model.training
+    physics = TASKS["denoise"].physics(32, 1, "cpu")
+    x = torch.rand(1, 1, 32, 32)
+    with torch.no_grad():
+        assert model(physics(x), physics).shape == x.shape
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["denoise", "--network", "unet"])
