@@ -24,6 +24,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .batching import batch_size_of
 from .distributed import world_size as distributed_world_size
+from .meshfree import at_level
 
 __all__ = [
     "CostMeter",
@@ -110,8 +111,6 @@ def measure_level_flops(
     n = batch_size_of(batch)
 
     def run(level: int) -> None:
-        from .meshfree import at_level
-
         with at_level(level):
             loss = level_loss(batch, level)
         torch.autograd.grad(loss, params, allow_unused=True)

@@ -136,14 +136,13 @@ def mge_step(
     """
     strategy = MGEStrategy(config) if isinstance(config, MGEConfig) else _FixedPlan(config)
     method = strategy.plan(0).restriction
-    if pose is None:
+    if pose is None:  # the default pose restricts every image tensor, so integer images would stay fine
         check_batch_rank(batch[0], what="the inputs")
         check_batch_rank(batch[1], what="the targets")
+        check_integer_images(batch)
 
         def pose(b: Any, level: int) -> tuple[torch.Tensor, torch.Tensor]:
             return restrict_batch(b[0], level, method), restrict_batch(b[1], level, method)
-
-    check_integer_images(batch)
 
     def level_loss(indices: slice, level: int) -> torch.Tensor:
         inputs, targets = pose(slice_batch(batch, indices.start, indices.stop), level)

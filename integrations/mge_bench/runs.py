@@ -71,12 +71,9 @@ class BenchTrainer(MultiscaleTrainer):
         return samples
 
     def step(self, epoch, progress_bar, train_ite: int | None = None, train: bool = True, **kwargs: Any) -> None:
-        """Timed training steps; evaluation steps on fixed noise."""
+        """Timed training steps; evaluation steps on fixed noise (``eval_seed``)."""
         if not train:
-            devices = [self.device] if self.device.type == "cuda" else []
-            with torch.random.fork_rng(devices=devices):
-                torch.manual_seed(self.eval_seed)
-                super().step(epoch, progress_bar, train_ite=train_ite, train=train, **kwargs)
+            super().step(epoch, progress_bar, train_ite=train_ite, train=train, **kwargs)
             return
         assert self.built_strategy is not None and train_ite is not None
         level = self.built_strategy.plan(train_ite).level

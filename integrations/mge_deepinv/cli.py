@@ -398,10 +398,7 @@ class _CliTrainer(MultiscaleTrainer):
     def step(self, epoch, progress_bar, train_ite: int | None = None, train: bool = True, **kwargs: Any) -> None:
         """Training steps report to the progress; evaluation steps draw their noise from ``eval_seed``."""
         if not train:
-            devices = [self.device] if self.device.type == "cuda" else []
-            with torch.random.fork_rng(devices=devices):
-                torch.manual_seed(self.eval_seed)
-                super().step(epoch, progress_bar, train_ite=train_ite, train=train, **kwargs)
+            super().step(epoch, progress_bar, train_ite=train_ite, train=train, **kwargs)
             return
         work = self.cost.work_units
         super().step(epoch, progress_bar, train_ite=train_ite, train=train, **kwargs)

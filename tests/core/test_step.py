@@ -123,6 +123,15 @@ def test_integer_images_are_refused_not_passed_through_at_full_size() -> None:
     with pytest.raises(ValueError, match=r"torch.uint8 images .*images.float\(\) / 255"):
         mge_step(model, opt, nn.MSELoss(), (images, images), MGEConfig(levels=1, batch_size=2))
 
+    # A pose of the caller's own decides how integer tensors are posed (e.g. labels by majority).
+    def pose(b, level):
+        x = restrict(b[0].float() / 255, level)
+        return x, x
+
+    assert not mge_step(
+        model, opt, nn.MSELoss(), (images, images), MGEConfig(levels=1, batch_size=2), pose=pose
+    ).skipped
+
 
 def test_importing_the_core_imports_no_host_framework() -> None:
     code = (

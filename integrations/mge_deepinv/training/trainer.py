@@ -84,6 +84,9 @@ class MultiscaleTrainer(Trainer):
         iterations of your epochs, each cheaper than a single-scale one; ``"compute"``: they run
         as many more iterations as the single-scale compute of your epochs pays for (the epochs are
         extended, and a line says so), for the best quality at the same cost.
+    :param int, None eval_seed: draw the measurement noise of every evaluation from this seed, in a
+        forked random stream, so evaluations compare alike across steps and strategies and leave the
+        training's randomness untouched; ``None`` (default) draws it as deepinv does.
     :param bool allow_strategy_change: resume a checkpoint trained with another strategy (other name,
         levels, sizes or stages), to fine-tune from it; the cost record then starts again. By default
         (``False``) such a resume is refused, naming both strategies.
@@ -110,6 +113,7 @@ class MultiscaleTrainer(Trainer):
     allocation: str = "fixed"
     reestimate_every: int = 100
     budget: str = "steps"
+    eval_seed: int | None = None
 
     def __post_init__(self) -> None:
         validate_host_options(self)
@@ -119,6 +123,7 @@ class MultiscaleTrainer(Trainer):
         self.cost = CostMeter()
         self._train_ite = 0
         self._posed_term0: tuple | None = None
+        self._clip_skipped = False
         self.train_seconds = 0.0
         self._in_train_step = False
         self._stepping = False
@@ -270,7 +275,13 @@ class MultiscaleTrainer(Trainer):
         start = time.perf_counter()
         self._stepping = True
         try:
-            super().step(epoch, progress_bar, train_ite=train_ite, train=train, **kwargs)
+            if not train and self.eval_seed is not None:
+                devices = [self.device] if self.device.type == "cuda" else []
+                with torch.random.fork_rng(devices=devices):
+                    torch.manual_seed(self.eval_seed)
+                    super().step(epoch, progress_bar, train_ite=train_ite, train=train, **kwargs)
+            else:
+                super().step(epoch, progress_bar, train_ite=train_ite, train=train, **kwargs)
         finally:
             self._stepping = False
             if vars(self.optimizer).get("step") is _no_optimizer_step:  # installed for a skipped step
@@ -352,7 +363,7 @@ class MultiscaleTrainer(Trainer):
         defer_clip = self.scaler.is_enabled() and self.optimizer_step_multi_dataset and not step
         if not defer_clip:
             norm = self.check_clip_grad()
-            if norm is None and self.multiscale.policy.consecutive:  # a non-finite norm was skipped
+            if norm is None and self._clip_skipped:  # a non-finite norm went to the skip policy
                 return self._skip_step(plan, logs)
             if norm is not None:
                 logs["gradient_norm"] = self.check_grad_val.avg
@@ -370,6 +381,7 @@ class MultiscaleTrainer(Trainer):
         does not exist), and a non-finite total norm, which ``clip_grad_norm_`` turns into zero or
         NaN gradients without a word, goes to the ``nonfinite`` policy as a non-finite gradient.
         """
+        self._clip_skipped = False
         if self.grad_clip is None or self.multiscale is None:
             return super().check_clip_grad()
         self.scaler.unscale_(self.optimizer)
@@ -381,6 +393,7 @@ class MultiscaleTrainer(Trainer):
         )
         if norm is not None:
             self.check_grad_val.update(norm)
+        self._clip_skipped = norm is None
         return norm
 
     def _skip_step(self, plan, logs: dict[str, float]):
