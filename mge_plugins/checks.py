@@ -16,7 +16,14 @@ from torch import nn
 from .batching import _tensor_leaves
 from .coupling import CoupledRandomness
 
-__all__ = ["check_batch_rank", "check_dataset_length", "check_integer_images", "check_network", "warn_batchnorm"]
+__all__ = [
+    "check_batch_rank",
+    "check_dataset_length",
+    "check_deterministic",
+    "check_integer_images",
+    "check_network",
+    "warn_batchnorm",
+]
 
 
 def check_batch_rank(batch: torch.Tensor, what: str = "the loaded images", *, batched: bool = True) -> None:
@@ -138,6 +145,46 @@ def check_network(
         with torch.no_grad():
             for buffer, saved in buffers:
                 buffer.copy_(saved)
+
+
+def check_deterministic(
+    level_loss: Callable[[slice, int], torch.Tensor],
+    level: int,
+    generators: Sequence[torch.Generator] = (),
+    rtol: float = 1e-4,
+) -> None:
+    """Require a level loss that depends on the samples only, as fused passes do.
+
+    The loss of the first loaded sample at ``level`` is evaluated twice without gradients and
+    without replaying the random streams between the two calls: noise drawn inside the loss, or
+    dropout, gives two different values. The random streams are left as they were.
+
+    Args:
+        level_loss: ``level_loss(indices, level)``, the scalar mean loss of those loaded samples.
+        level: the level to evaluate (a coarse one: the fine level may draw no noise).
+        generators: the host's own generators, restored afterwards.
+        rtol: relative tolerance for nondeterministic kernels.
+
+    Raises:
+        ValueError: when the two values differ, naming the fix.
+
+    Example:
+        >>> x = torch.rand(4, 1, 8, 8)
+        >>> check_deterministic(lambda i, level: x[i].mean(), level=1)
+    """
+    rng = CoupledRandomness(generators)
+    rng.capture()
+    try:
+        with torch.no_grad():
+            first, second = (float(level_loss(slice(0, 1), level)) for _ in range(2))
+    finally:
+        rng.replay()
+    if abs(first - second) > rtol * max(abs(first), abs(second), 1e-12):
+        raise ValueError(
+            f"fused passes need a level loss that depends on the samples only, but the same sample at level {level} "
+            f"gave {first:.6g} and then {second:.6g}: draw the noise once per loaded batch at the fine grid (or pose "
+            "coarse levels by restricting the fine measurement), remove dropout, or turn fused passes off"
+        )
 
 
 def _explain(model: nn.Module, input_shape: tuple[int, ...], level: int, error: Exception) -> ValueError:

@@ -33,6 +33,7 @@ __all__ = [
     "measure_level_flops",
     "pixel_fraction",
     "step_flops",
+    "step_passes",
     "step_work_units",
     "term_levels",
 ]
@@ -54,28 +55,47 @@ def _term_levels(batch_sizes: Sequence[int], base_level: int) -> list[tuple[int,
     return [(int(n), term_levels(k, len(batch_sizes), base_level)) for k, n in enumerate(batch_sizes)]
 
 
-def step_work_units(batch_sizes: Sequence[int], *, base_level: int = 0, spatial_dims: int = 2) -> float:
-    """Fine-equivalent samples processed by one MGE step.
+def step_passes(batch_sizes: Sequence[int], *, base_level: int = 0, fused: bool = False) -> list[tuple[int, int]]:
+    """``(samples, level)`` of every forward/backward pass of one MGE step.
 
-    Term ``k < K`` evaluates ``N_k`` samples at levels ``k`` and ``k + 1``; term ``K`` evaluates
-    ``N_K`` samples at level ``K`` (all offset by ``base_level``).
+    Unfused, term ``k < K`` evaluates ``N_k`` samples at levels ``k`` and ``k + 1`` and term ``K``
+    evaluates ``N_K`` samples at level ``K`` (all offset by ``base_level``): ``2K + 1`` passes.
+    Fused (see :func:`~mge_plugins.mge_backward`), level ``j`` is evaluated once, on
+    ``max(N_{j-1}, N_j)`` samples: ``K + 1`` passes.
+
+    Example:
+        >>> step_passes((2, 8))
+        [(2, 0), (2, 1), (8, 1)]
+        >>> step_passes((2, 8), fused=True)
+        [(2, 0), (8, 1)]
     """
+    if fused:
+        sizes = [int(n) for n in batch_sizes]
+        return [(max(n, sizes[j - 1]) if j else n, base_level + j) for j, n in enumerate(sizes)]
+    return [(n, lv) for n, levels in _term_levels(batch_sizes, base_level) for lv in levels]
+
+
+def step_work_units(
+    batch_sizes: Sequence[int], *, base_level: int = 0, spatial_dims: int = 2, fused: bool = False
+) -> float:
+    """Fine-equivalent samples processed by one MGE step (its passes: :func:`step_passes`)."""
     return sum(
-        n * sum(pixel_fraction(lv, spatial_dims) for lv in levels)
-        for n, levels in _term_levels(batch_sizes, base_level)
+        n * pixel_fraction(lv, spatial_dims) for n, lv in step_passes(batch_sizes, base_level=base_level, fused=fused)
     )
 
 
-def step_flops(batch_sizes: Sequence[int], flops_per_sample: Sequence[float], *, base_level: int = 0) -> float:
+def step_flops(
+    batch_sizes: Sequence[int], flops_per_sample: Sequence[float], *, base_level: int = 0, fused: bool = False
+) -> float:
     """Forward + backward FLOPs of one MGE step from per-sample FLOPs per absolute level."""
-    terms = _term_levels(batch_sizes, base_level)
-    deepest = max(max(levels) for _, levels in terms)
+    passes = step_passes(batch_sizes, base_level=base_level, fused=fused)
+    deepest = max(lv for _, lv in passes)
     if deepest >= len(flops_per_sample):
         raise ValueError(
             f"flops_per_sample covers levels 0..{len(flops_per_sample) - 1} but the step reaches "
             f"level {deepest}; measure the FLOPs for levels 0..{deepest}"
         )
-    return float(sum(n * sum(flops_per_sample[lv] for lv in levels) for n, levels in terms))
+    return float(sum(n * flops_per_sample[lv] for n, lv in passes))
 
 
 def count_flops(fn: Callable[[], Any]) -> int:
@@ -169,19 +189,19 @@ class CostMeter:
         self.flops = 0.0
         self._warned_disagree = False
 
-    def step_cost(self, batch_sizes: Sequence[int], base_level: int = 0) -> StepCost:
+    def step_cost(self, batch_sizes: Sequence[int], base_level: int = 0, fused: bool = False) -> StepCost:
         """Cost of one step with these per-term batch sizes, without recording it."""
-        work = step_work_units(batch_sizes, base_level=base_level, spatial_dims=self.spatial_dims)
+        work = step_work_units(batch_sizes, base_level=base_level, spatial_dims=self.spatial_dims, fused=fused)
         flops = (
-            step_flops(batch_sizes, self.flops_per_sample, base_level=base_level)
+            step_flops(batch_sizes, self.flops_per_sample, base_level=base_level, fused=fused)
             if self.flops_per_sample is not None
             else None
         )
         return StepCost(work, flops)
 
-    def add(self, batch_sizes: Sequence[int], base_level: int = 0) -> StepCost:
+    def add(self, batch_sizes: Sequence[int], base_level: int = 0, fused: bool = False) -> StepCost:
         """Record one optimizer step and return its cost, summed over the ``world_size`` ranks."""
-        cost = self.step_cost(batch_sizes, base_level)
+        cost = self.step_cost(batch_sizes, base_level, fused)
         if self.world_size > 1:
             flops = None if cost.flops is None else cost.flops * self.world_size
             cost = StepCost(cost.work_units * self.world_size, flops)

@@ -28,7 +28,7 @@ from .coupling import CoupledRandomness
 from .meshfree import at_level
 from .nonfinite import NonFiniteError
 
-__all__ = ["LevelLoss", "MGEStepStats", "mge_backward"]
+__all__ = ["LevelLoss", "MGEStepStats", "check_nested", "mge_backward"]
 
 Parameters = Iterable[torch.Tensor] | Iterable[tuple[str, torch.Tensor]] | torch.nn.Module
 
@@ -95,6 +95,48 @@ def _as_scalar_term(value: torch.Tensor, level: int) -> torch.Tensor:
     return value.to(torch.promote_types(value.dtype, torch.float32))
 
 
+def _as_per_sample(value: torch.Tensor, level: int, samples: int) -> torch.Tensor:
+    if not isinstance(value, torch.Tensor) or value.dim() != 1 or value.shape[0] != samples:
+        shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+        raise ValueError(
+            f"with fused=True, level_loss(batch, {level}) must return one loss per sample, shape ({samples},), "
+            f"got {shape}; reduce over every axis but the batch axis (e.g. loss.flatten(1).mean(1))"
+        )
+    if not value.requires_grad:
+        raise ValueError(
+            f"level_loss(batch, {level}) returned a tensor that does not require grad; compute it "
+            "from the model's output, outside torch.no_grad()"
+        )
+    return value.to(torch.promote_types(value.dtype, torch.float32))
+
+
+def _first_leaf(batch: Any) -> torch.Tensor | None:
+    leaves = _tensor_leaves(batch)
+    return leaves[0] if leaves else None
+
+
+def check_nested(batches: Sequence[Any]) -> None:
+    """Refuse per-term batches that are not nested prefixes of one loaded batch (fused passes need them).
+
+    Slices must start at 0; tensor batches must be views that start at the same element (as
+    :func:`~mge_plugins.split_batch` makes them with ``mode="nested"``).
+
+    Raises:
+        ValueError: naming the first term that is not a prefix of the others.
+    """
+    for k, batch in enumerate(batches):
+        if isinstance(batch, slice):
+            nested = (batch.start or 0) == 0
+        else:
+            first, leaf = _first_leaf(batches[0]), _first_leaf(batch)
+            nested = first is not None and leaf is not None and first.data_ptr() == leaf.data_ptr()
+        if not nested:
+            raise ValueError(
+                f"fused passes need nested per-term batches (term k = the first N_k samples of one loaded batch), "
+                f"but term {k} is not a prefix of the loaded batch; use split='nested' or fused=False"
+            )
+
+
 def _named_parameters(parameters: Parameters | None) -> list[tuple[str, torch.Tensor]]:
     if parameters is None:
         return []
@@ -121,6 +163,7 @@ def mge_backward(
     spatial_dims: int | None = None,
     flops_per_sample: Sequence[float] | None = None,
     parameters: Parameters | None = None,
+    fused: bool = False,
 ) -> MGEStepStats:
     """Accumulate the MGE gradient estimate into the parameters' ``.grad``, term by term.
 
@@ -154,6 +197,16 @@ def mge_backward(
             passes (a module or ``named_parameters()`` lets the error name the first one).
             ``None`` checks the losses only; leave it ``None`` when a ``GradScaler`` scales the
             terms, since scaled gradients may overflow and the scaler skips such steps itself.
+        fused: one weighted pass per level instead of two per difference term: level ``L + j``
+            is evaluated once, on the larger of the batches of terms ``j - 1`` and ``j``, with
+            weight ``+1/N_j`` on term ``j``'s samples and ``-1/N_{j-1}`` on term ``j - 1``'s, so a
+            step takes ``K + 1`` passes instead of ``2K + 1`` and skips the ``N_{j-1}`` samples
+            that the unfused estimator evaluates twice at level ``L + j``. The gradient is the
+            unfused estimator's, exactly, when the batches are nested (``split="nested"``) and
+            ``level_loss`` is a deterministic function of the samples: draw the noise once per
+            loaded batch at the finest grid (or use stored measurements) instead of inside
+            ``level_loss``. ``level_loss`` then returns one loss per sample, shape ``(N,)``, and
+            ``coupling`` is not used.
 
     Returns:
         :class:`MGEStepStats` with per-term values, the fine loss and the step's cost.
@@ -187,6 +240,10 @@ def mge_backward(
         raise ValueError(f"base_level must be >= 0, got {base_level}")
     if backward is None:
         backward = torch.Tensor.backward
+    if fused:
+        return _fused_backward(
+            level_loss, batches, sizes, backward, no_sync, base_level, spatial_dims, flops_per_sample, parameters
+        )
     if coupling is True:
         coupling = CoupledRandomness()
     last = len(batches) - 1
@@ -236,12 +293,43 @@ def mge_backward(
         if named:
             finite_after.append(_all_finite([p.grad for _, p in named if p.grad is not None]))
     assert fine_loss is not None
-    parts = [torch.stack([v for *_, v in seen]).double(), torch.stack(values).double()]
+    return _finish(
+        seen,
+        values,
+        finite_after,
+        named,
+        fine_loss,
+        sizes,
+        batches,
+        base_level,
+        spatial_dims,
+        flops_per_sample,
+        fused=False,
+    )
+
+
+def _finish(
+    seen: list[tuple[int, int, torch.Tensor]],
+    values: list[torch.Tensor],
+    finite_after: list[torch.Tensor],
+    named: list[tuple[str, torch.Tensor]],
+    fine_loss: torch.Tensor,
+    sizes: tuple[int, ...],
+    batches: Sequence[Any],
+    base_level: int,
+    spatial_dims: int | None,
+    flops_per_sample: Sequence[float] | None,
+    *,
+    fused: bool,
+) -> MGEStepStats:
+    """Read every check of the step with one device sync, raise for the first failure, build the stats."""
+    last = len(sizes) - 1
+    parts = [torch.stack([v for *_, v in seen]).double(), torch.stack([*values, fine_loss]).double()]
     if finite_after:
         parts.append(torch.stack([f.to(parts[0].device) for f in finite_after]).double())
     read = torch.cat(parts).cpu().tolist()  # the one sync of the step
     losses, term_values = read[: len(seen)], read[len(seen) : len(seen) + len(values)]
-    flags = read[len(seen) + len(values) :]
+    fine, flags = read[len(seen) + len(values)], read[len(seen) + len(values) + 1 :]
     for (k, level, _), loss in zip(seen, losses, strict=True):
         if not math.isfinite(loss):
             raise NonFiniteError(k, term_levels(k, last + 1, base_level), "loss", level=level, value=loss)
@@ -251,7 +339,61 @@ def mge_backward(
         raise NonFiniteError(k, term_levels(k, last + 1, base_level), "gradient", parameter=first)
     dims = spatial_dims if spatial_dims is not None else _infer_spatial_dims(batches[0])
     cost = StepCost(
-        step_work_units(sizes, base_level=base_level, spatial_dims=dims),
-        step_flops(sizes, flops_per_sample, base_level=base_level) if flops_per_sample is not None else None,
+        step_work_units(sizes, base_level=base_level, spatial_dims=dims, fused=fused),
+        step_flops(sizes, flops_per_sample, base_level=base_level, fused=fused)
+        if flops_per_sample is not None
+        else None,
     )
-    return MGEStepStats(tuple(term_values), float(fine_loss), sizes, base_level, cost)
+    return MGEStepStats(tuple(term_values), fine, sizes, base_level, cost)
+
+
+def _fused_backward(
+    level_loss: LevelLoss,
+    batches: Sequence[Any],
+    sizes: tuple[int, ...],
+    backward: Callable[[torch.Tensor], None],
+    no_sync: Callable[[], AbstractContextManager[Any]] | None,
+    base_level: int,
+    spatial_dims: int | None,
+    flops_per_sample: Sequence[float] | None,
+    parameters: Parameters | None,
+) -> MGEStepStats:
+    """:func:`mge_backward` with ``fused=True``: one weighted pass per level over nested batches."""
+    check_nested(batches)
+    last = len(batches) - 1
+    named = _named_parameters(parameters)
+    seen: list[tuple[int, int, torch.Tensor]] = []
+    finite_after: list[torch.Tensor] = []
+    means: list[torch.Tensor] = []  # mean loss of term j's samples at level L + j
+    heads: list[torch.Tensor] = []  # mean loss of term j - 1's samples at level L + j
+    for j in range(last + 1):
+        level = base_level + j
+        wider = j if j == 0 or sizes[j] >= sizes[j - 1] else j - 1
+        with nullcontext() if no_sync is None or j == last else no_sync(), at_level(level):
+            per_sample = _as_per_sample(level_loss(batches[wider], level), level, sizes[wider])
+            mean = per_sample[: sizes[j]].mean()
+            signed = mean
+            if j > 0:
+                head = per_sample[: sizes[j - 1]].mean()
+                heads.append(head.detach())
+                signed = mean - head
+            seen.append((j, level, signed.detach()))
+            means.append(mean.detach())
+            backward(signed)
+            del per_sample, signed
+        if named:
+            finite_after.append(_all_finite([p.grad for _, p in named if p.grad is not None]))
+    values = [means[k] - heads[k] for k in range(last)] + [means[last]]
+    return _finish(
+        seen,
+        values,
+        finite_after,
+        named,
+        means[0],
+        sizes,
+        batches,
+        base_level,
+        spatial_dims,
+        flops_per_sample,
+        fused=True,
+    )

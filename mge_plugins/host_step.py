@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from .batching import fit_sizes, term_slices
-from .checks import check_network
+from .checks import check_deterministic, check_network
 from .cost import CostMeter, StepCost, measure_level_flops, step_work_units
 from .coupling import CoupledRandomness
 from .distributed import check_ranks_agree, ddp_no_sync, mean_over_ranks, plan_fingerprint
@@ -85,6 +85,9 @@ class MultiscaleStep:
         spatial_dims: 2 or 3.
         warn_cost: warn when the finest step's per-term batches cost more than a single-scale step
             of ``meter.baseline_batch_size`` samples (a loaded batch too small for the levels).
+        fused: one weighted pass per level (see :func:`~mge_plugins.mge_backward`); the level
+            loss then returns one loss per sample and must be deterministic given the samples,
+            which the first step checks.
 
     Example:
         >>> from mge_plugins import build_strategy, restrict
@@ -109,7 +112,11 @@ class MultiscaleStep:
         size_multiple: int | None = None,
         spatial_dims: int = 2,
         warn_cost: bool = True,
+        fused: bool = False,
     ) -> None:
+        if fused and split != "nested":
+            raise ValueError(f"fused passes need split='nested' (the terms share their samples), got split={split!r}")
+        self.fused = fused
         self.strategy = strategy
         self.meter = meter
         self.split = split
@@ -127,7 +134,7 @@ class MultiscaleStep:
         sizes = self.strategy.max_batch_sizes
         if self.native_single or len(sizes) < 2:
             return
-        work = step_work_units(sizes, spatial_dims=self.spatial_dims)
+        work = step_work_units(sizes, spatial_dims=self.spatial_dims, fused=self.fused)
         baseline = self.meter.baseline_batch_size
         if work >= baseline:
             warnings.warn(
@@ -198,6 +205,8 @@ class MultiscaleStep:
                 input_shape=input_shape,
                 generators=generators,
             )
+        if self.fused and coarsest > 0:
+            check_deterministic(level_loss, coarsest, generators)
 
     def run(
         self,
@@ -221,7 +230,7 @@ class MultiscaleStep:
             loaded: samples in the loaded batch.
             level_loss: ``level_loss(indices, level)``, the mean loss of the loaded samples
                 ``indices`` (a :class:`slice`) posed at ``level``; the same call must define
-                level ``k`` in every term.
+                level ``k`` in every term. With ``fused=True``, one loss per sample instead.
             model: the network (a ``DistributedDataParallel`` wrapper included).
             input_shape: the fine network input's shape, for the first step's checks.
             backward: called on each signed level loss instead of ``loss.backward()`` (AMP).
@@ -243,6 +252,9 @@ class MultiscaleStep:
                 gradients are cleared first.
         """
         owned = list(generators)
+        per_sample = level_loss
+        if self.fused:  # fused passes take one loss per sample; the checks and probes take the mean
+            level_loss = _mean_loss(per_sample)
         plan = self.plan(step, loaded)
         no_sync = ddp_no_sync(model)
         if no_sync is not None:  # ranks must run the same step, hence the same stage and plan
@@ -255,9 +267,10 @@ class MultiscaleStep:
             result = native()
             self.meter.add(plan.batch_sizes, plan.level)
             return StepOutcome(plan, native=result)
+        fused = self.fused and len(plan.batch_sizes) > 1
         try:
             stats = mge_backward(
-                level_loss,
+                per_sample if fused else level_loss,
                 term_slices(plan.batch_sizes, self.split),
                 backward=backward,
                 no_sync=no_sync,
@@ -266,13 +279,14 @@ class MultiscaleStep:
                 spatial_dims=self.spatial_dims,
                 flops_per_sample=self.meter.flops_per_sample or None,
                 parameters=model if check_gradients else None,
+                fused=fused,
             )
         except NonFiniteError as error:
             (zero_grad or (lambda: model.zero_grad(set_to_none=True)))()
             self.policy.handle(error)  # raises in "raise" mode
             return self.skipped(plan)
         self.policy.passed()
-        self.meter.add(plan.batch_sizes, plan.level)
+        self.meter.add(plan.batch_sizes, plan.level, fused)
         observe = getattr(self.strategy, "observe", None)
         if observe is not None and self.strategy.due(step):  # an adaptive allocation measures after the step
             with nullcontext() if no_sync is None else no_sync():
@@ -289,8 +303,10 @@ class MultiscaleStep:
 
     def skipped(self, plan: StepPlan) -> StepOutcome:
         """Record a skipped step (its cost counts: the work was done) and describe it."""
-        self.meter.add(plan.batch_sizes, plan.level)
-        work = step_work_units(plan.batch_sizes, base_level=plan.level, spatial_dims=self.spatial_dims)
+        self.meter.add(plan.batch_sizes, plan.level, self.fused)
+        work = step_work_units(
+            plan.batch_sizes, base_level=plan.level, spatial_dims=self.spatial_dims, fused=self.fused
+        )
         nan = float("nan")
         stats = MGEStepStats(
             tuple(nan for _ in plan.batch_sizes), nan, plan.batch_sizes, plan.level, StepCost(work), skipped=True
@@ -342,6 +358,15 @@ class MultiscaleStep:
                 )
         finally:
             rng.replay()
+
+
+def _mean_loss(per_sample: IndexLoss) -> IndexLoss:
+    """The scalar level loss of a per-sample one."""
+
+    def level_loss(indices: slice, level: int) -> torch.Tensor:
+        return per_sample(indices, level).mean()
+
+    return level_loss
 
 
 HOST_OPTIONS: dict[str, str] = {
