@@ -12,7 +12,7 @@ from .batching import required_batch_size, split_batch, term_slices
 from .config import MGEConfig
 from .cost import CostMeter
 from .coupling import CoupledRandomness, restricted_randn
-from .estimator import MGEStepStats, mge_backward
+from .estimator import FusedLossError, MGEStepStats, mge_backward
 from .host_step import MultiscaleStep
 from .nonfinite import NonFiniteError
 from .restriction import Restrict, check_level_sizes, restrict
@@ -29,6 +29,7 @@ __all__ = [
     "MGEConfig",
     "MGEStepStats",
     "MultiscaleStep",
+    "FusedLossError",
     "NonFiniteError",
     "Restrict",
     "StepPlan",

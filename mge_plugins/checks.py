@@ -15,6 +15,7 @@ from torch import nn
 
 from .batching import _tensor_leaves
 from .coupling import CoupledRandomness
+from .estimator import FusedLossError
 
 __all__ = [
     "check_batch_rank",
@@ -138,6 +139,8 @@ def check_network(
     try:
         with torch.no_grad():
             run()
+    except FusedLossError:  # the loss's contract, not the network, and it names its own fix
+        raise
     except Exception as error:  # any failure of the network is reported with its likely cause
         raise _explain(model, tuple(input_shape), level, error) from error
     finally:

@@ -28,7 +28,7 @@ from .coupling import CoupledRandomness
 from .meshfree import at_level
 from .nonfinite import NonFiniteError
 
-__all__ = ["LevelLoss", "MGEStepStats", "check_nested", "mge_backward"]
+__all__ = ["FusedLossError", "LevelLoss", "MGEStepStats", "check_nested", "mge_backward"]
 
 Parameters = Iterable[torch.Tensor] | Iterable[tuple[str, torch.Tensor]] | torch.nn.Module
 
@@ -95,10 +95,14 @@ def _as_scalar_term(value: torch.Tensor, level: int) -> torch.Tensor:
     return value.to(torch.promote_types(value.dtype, torch.float32))
 
 
+class FusedLossError(ValueError):
+    """A level loss that fused passes cannot weigh: not one loss per sample."""
+
+
 def _as_per_sample(value: torch.Tensor, level: int, samples: int) -> torch.Tensor:
     if not isinstance(value, torch.Tensor) or value.dim() != 1 or value.shape[0] != samples:
         shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
-        raise ValueError(
+        raise FusedLossError(
             f"with fused=True, level_loss(batch, {level}) must return one loss per sample, shape ({samples},), "
             f"got {shape}; reduce over every axis but the batch axis (e.g. loss.flatten(1).mean(1))"
         )

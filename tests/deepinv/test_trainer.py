@@ -242,3 +242,41 @@ def test_physics_mode_never_applies_the_fine_operator(coarse_mode: str, fine_cal
     # Every level builds its own measurement in physics mode; restrict mode needs the fine one per step.
     assert len(calls) == fine_calls and all(shape[0] == 16 for shape in calls)
     assert trainer.cost.steps == 8
+
+
+def test_fused_passes_give_the_unfused_update_for_fewer_flops() -> None:
+    # Restrict mode poses every level from one fine measurement per sample: the level losses
+    # depend on the samples only, so the fused estimator is the unfused one, pass for pass fewer.
+    models = [small_model(), small_model()]
+    models[1].load_state_dict(models[0].state_dict())
+    before = [p.detach().clone() for p in models[0].parameters()]
+    trainers = [
+        make_trainer(
+            MultiscaleTrainer,
+            model=m,
+            optimizer=torch.optim.SGD(m.parameters(), lr=1.0),
+            strategy="mge",
+            levels=2,
+            coarse_mode="restrict",
+            epochs=1,
+            max_batch_steps=0,
+            fused=fused,
+        )
+        for m, fused in zip(models, (False, True))
+    ]
+    for trainer in trainers:
+        torch.manual_seed(1)
+        train(trainer)
+    for p0, a, b in zip(before, *(m.parameters() for m in models)):
+        step_a, step_b = a.detach() - p0, b.detach() - p0
+        assert (step_a - step_b).norm() <= 1e-5 * step_a.norm() + 1e-9
+    unfused, fused = (t.cost.flops for t in trainers)
+    per_sample = trainers[1].cost.flops_per_sample
+    # sizes (4, 8, 16): unfused 4 f0 + 4 f1 + 8 f1 + 8 f2 + 16 f2, fused 4 f0 + 8 f1 + 16 f2
+    assert unfused - fused == pytest.approx(4 * per_sample[1] + 8 * per_sample[2])
+
+
+def test_fused_passes_refuse_coarse_operators_that_draw_their_own_noise() -> None:
+    trainer = make_trainer(MultiscaleTrainer, strategy="mge", levels=1, coarse_mode="physics", fused=True, epochs=1)
+    with pytest.raises(ValueError, match="depends on the samples only"):
+        train(trainer)

@@ -9,13 +9,13 @@ from typing import Any
 
 import deepinv.physics as dp
 import torch
-from deepinv.loss import Loss, R2RLoss, SplittingLoss, SureGaussianLoss
+from deepinv.loss import Loss, R2RLoss, SplittingLoss, SupLoss, SureGaussianLoss
 
 from mge_plugins import restrict
 
 from ..physics import NoCoarseRecipeError, coarsen_physics, restrict_measurement
 
-__all__ = ["COARSE_MODES", "LevelPoser", "check_losses", "slice_physics"]
+__all__ = ["COARSE_MODES", "LevelPoser", "check_losses", "per_sample_losses", "slice_physics"]
 
 COARSE_MODES = ("auto", "physics", "restrict")
 COARSE_NOISE = ("keep", "restrict")
@@ -157,5 +157,26 @@ def level_losses(losses: list[Loss], physics: dp.Physics) -> list[Loss]:
         if isinstance(loss, SureGaussianLoss) and sigma is not None:
             loss = copy.copy(loss)
             loss.sigma2 = float(torch.as_tensor(sigma).mean()) ** 2
+        out.append(loss)
+    return out
+
+
+def per_sample_losses(losses: list[Loss]) -> list[Loss]:
+    """The losses as fused passes need them: one value per sample.
+
+    deepinv's losses return ``(B,)`` tensors, except ``SupLoss`` around a ``torch.nn`` loss that
+    averages (its default ``MSELoss()``): that one gets a copy of its metric with
+    ``reduction="none"``, whose per-sample means average to the same value.
+
+    :param list[deepinv.loss.Loss] losses: the trainer's losses.
+    :return: the losses, with such ``SupLoss`` replaced by a per-sample copy.
+    """
+    out = []
+    for loss in losses:
+        metric = getattr(loss, "metric", None)
+        if isinstance(loss, SupLoss) and isinstance(metric, torch.nn.modules.loss._Loss) and metric.reduction == "mean":
+            loss = copy.copy(loss)
+            loss.metric = copy.copy(metric)
+            loss.metric.reduction = "none"
         out.append(loss)
     return out

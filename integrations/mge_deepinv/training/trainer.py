@@ -25,12 +25,23 @@ from mge_plugins.checkpoint import (
 )
 from mge_plugins.checks import check_batch_rank, check_dataset_length, warn_batchnorm
 from mge_plugins.distributed import is_main_process, set_loader_epoch
+from mge_plugins.estimator import FusedLossError
 from mge_plugins.host_step import MultiscaleStep, check_resumed_strategy, host_options, validate_host_options
 from mge_plugins.strategies import STAGED_STRATEGIES, fit_levels, refit_options, warn_fitted_levels
 
-from .levels import LevelPoser, check_losses, level_losses, slice_physics
+from .levels import LevelPoser, check_losses, level_losses, per_sample_losses, slice_physics
 
 __all__ = ["MultiscaleTrainer"]
+
+
+def _per_sample(value: torch.Tensor, loss_fn: Any) -> torch.Tensor:
+    """One loss per sample, as fused passes weigh them (deepinv losses return ``(B,)``)."""
+    if value.dim() == 0:
+        raise FusedLossError(
+            f"fused=True needs one loss per sample, but {type(loss_fn).__name__} returned a scalar; return a (B,) "
+            "tensor as deepinv's losses and metrics do (e.g. SupLoss(metric=dinv.metric.MSE())), or set fused=False"
+        )
+    return value.reshape(value.shape[0], -1).mean(1)
 
 
 def _no_optimizer_step(*args: Any, **kwargs: Any) -> None:
@@ -87,6 +98,11 @@ class MultiscaleTrainer(Trainer):
     :param int, None eval_seed: draw the measurement noise of every evaluation from this seed, in a
         forked random stream, so evaluations compare alike across steps and strategies and leave the
         training's randomness untouched; ``None`` (default) draws it as deepinv does.
+    :param bool fused: one weighted forward/backward per level instead of two per difference term
+        (:func:`mge_plugins.mge_backward`): the same gradient for fewer FLOPs (about 20 % fewer
+        in the finest Full-Multiscale stage with 3 levels). Each level's loss must depend on the samples
+        only, as with ``coarse_mode="restrict"`` or offline measurements; coarse operators that
+        draw their own noise are refused on the first step, with the fix named.
     :param bool allow_strategy_change: resume a checkpoint trained with another strategy (other name,
         levels, sizes or stages), to fine-tune from it; the cost record then starts again. By default
         (``False``) such a resume is refused, naming both strategies.
@@ -114,6 +130,7 @@ class MultiscaleTrainer(Trainer):
     reestimate_every: int = 100
     budget: str = "steps"
     eval_seed: int | None = None
+    fused: bool = False
 
     def __post_init__(self) -> None:
         validate_host_options(self)
@@ -164,6 +181,7 @@ class MultiscaleTrainer(Trainer):
             nonfinite=self.nonfinite,
             size_multiple=self.size_multiple,
             spatial_dims=self._spatial_dims(),
+            fused=self.fused,
         )
         checkpoint_state = getattr(self, "_resumed_multiscale_state", None)
         plain = getattr(self, "_resumed_plain_checkpoint", None)
@@ -416,6 +434,7 @@ class MultiscaleTrainer(Trainer):
     def _level_loss(self, physics, x, y, params, mode: str, epoch, base_level: int):
         """``level_loss(indices, level)`` for this loaded batch; stashes term 0 for metrics and plots."""
         loaded = (x if x is not None else y).shape[0]
+        fused = self.fused
 
         def level_loss(indices: slice, level: int) -> torch.Tensor:
             start, stop = indices.start, indices.stop
@@ -427,13 +446,11 @@ class MultiscaleTrainer(Trainer):
             x_net = x_net.to(torch.promote_types(x_net.dtype, torch.float32))
             total = 0.0
             with self.get_autocast_context():
-                for loss_fn in level_losses(self.losses, posed.physics):
-                    total = (
-                        total
-                        + loss_fn(
-                            x=posed.x, x_net=x_net, y=posed.y, physics=posed.physics, model=self.model, epoch=epoch
-                        ).mean()
+                for loss_fn in level_losses(per_sample_losses(self.losses) if fused else self.losses, posed.physics):
+                    value = loss_fn(
+                        x=posed.x, x_net=x_net, y=posed.y, physics=posed.physics, model=self.model, epoch=epoch
                     )
+                    total = total + (_per_sample(value, loss_fn) if fused else value.mean())
             if start == 0 and level == base_level:  # the last such call of a step is term 0's pass
                 self._posed_term0 = (posed.x, posed.y, posed.physics, x_net.detach())
             return total
