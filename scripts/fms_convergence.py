@@ -6,6 +6,8 @@ full resolution on held-out crops. A run is ``name:steps`` where ``name`` is one
 
 - ``single``: fine-level training, batch ``--batch-size``;
 - ``fms``: Full-Multiscale as shipped (halving split, terms cut from the loaded batch);
+- ``ffms``: ``fms`` with fused passes (one weighted pass per level; the noise is drawn once per
+  loaded batch at the fine grid, so every level loss depends on the samples only);
 - ``pr``: progressive resizing (the same stages, no MGE terms);
 - ``fmsF``/``prF`` with ``F`` a percentage (e.g. ``fms25``): the coarse stages as above, then a
   final full-resolution phase of ``F`` % of the steps with single-scale batches (SlowFast's last
@@ -47,6 +49,7 @@ from mge_plugins import (
     build_strategy,
     mge_step,
     required_batch_size,
+    restrict,
 )
 from mge_plugins.allocation import measure_level_variances, optimal_allocation
 from mge_plugins.cost import measure_level_flops
@@ -76,10 +79,13 @@ class Phased(Strategy):
 
 def make_strategy(name: str, steps: int, args: argparse.Namespace) -> Strategy:
     """The strategy of run ``name`` over ``steps`` steps."""
-    match = re.fullmatch(r"(single|fms|pr|cw)(\d*)r?", name)
+    match = re.fullmatch(r"(single|ffms|fms|pr|cw)(\d*)r?", name)
     if match is None:
-        raise SystemExit(f"unknown run {name!r}; use single, fms, pr, fmsF, prF or cwF (F = fine-phase percent)")
-    kind, percent = match.group(1), int(match.group(2) or 0)
+        raise SystemExit(f"unknown run {name!r}; use single, fms, ffms, pr, fmsF, prF or cwF (F = fine-phase percent)")
+    kind, percent = (
+        match.group(1).removeprefix("f") if match.group(1) == "ffms" else match.group(1),
+        int(match.group(2) or 0),
+    )
     batch = args.batch_size
     if kind == "single":
         return build_strategy("single", loaded_batch_size=batch)
@@ -131,6 +137,13 @@ def run(name: str, steps: int, args: argparse.Namespace, test: tuple[torch.Tenso
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
     pose = make_pose(args.sigma)
 
+    per_sample_mse = nn.MSELoss(reduction="none")
+
+    def fused_pose(batch: tuple[torch.Tensor, torch.Tensor], level: int) -> tuple[torch.Tensor, torch.Tensor]:
+        clean, noise = batch
+        target = restrict(clean, level)
+        return target + args.sigma * restrict(noise, level) * 2.0**level, target  # keep the noise std (2D)
+
     def level_loss(clean: torch.Tensor, level: int) -> torch.Tensor:
         noisy, target = pose(clean, level)
         return nn.functional.mse_loss(model(noisy), target)
@@ -154,11 +167,16 @@ def run(name: str, steps: int, args: argparse.Namespace, test: tuple[torch.Tenso
     seconds, curve = 0.0, []
     monitor = LoadMonitor(interval=10.0)
     monitor.__enter__()
+    fused = name.startswith("ffms")
     for step in range(steps):
         plan = strategy.plan(step)
         clean = crops(required_batch_size(plan.batch_sizes))
         start = time.perf_counter()
-        mge_step(model, optimizer, nn.MSELoss(), clean, plan, pose=pose, meter=meter)
+        if fused:  # the fine-grid noise travels with the batch: every level loss depends on the samples only
+            batch = (clean, torch.randn_like(clean))
+            mge_step(model, optimizer, per_sample_mse, batch, plan, pose=fused_pose, meter=meter, fused=True, step=step)
+        else:
+            mge_step(model, optimizer, nn.MSELoss(), clean, plan, pose=pose, meter=meter)
         scheduler.step()
         seconds += time.perf_counter() - start
         if (step + 1) % max(1, steps // 4) == 0:
