@@ -31,14 +31,31 @@ def test_the_gpu_check_is_valid_bash_and_its_bench_options_exist() -> None:
 def test_the_convergence_study_and_its_report_run_on_tiny_settings(tmp_path: Path) -> None:
     pytest.importorskip("skimage")
     cmd = [sys.executable, str(SCRIPTS / "fms_convergence.py"), "--size", "16", "--width", "4", "--out", str(tmp_path)]
-    subprocess.run([*cmd, "--runs", "single:4,single:8,fms:6,fms25r:8,cw25:8"], check=True, capture_output=True)
+    runs = "single:4,single:8,fms:6,fms25r:8,cw25:8,ffms:6"
+    subprocess.run([*cmd, "--runs", runs], check=True, capture_output=True)
     rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
-    assert [r["run"] for r in rows] == ["single:4", "single:8", "fms:6", "fms25r:8", "cw25:8"]
-    single, fms = rows[0], rows[2]
+    assert [r["run"] for r in rows] == runs.split(",")
+    single, fms, fused = rows[0], rows[2], rows[5]
     assert fms["flops"] < single["flops"] and {"quiet", "peak_load"} <= set(fms["load"])
+    assert fused["plans"] == fms["plans"] and fused["flops"] < fms["flops"]  # same schedule, fewer passes
     assert any("@L2" in plan for plan in fms["plans"]) and "(8,)@L0" in rows[3]["plans"]
     report = subprocess.run(
         [sys.executable, str(SCRIPTS / "fms_report.py"), str(tmp_path / "results.jsonl")],
         check=True, capture_output=True, text=True,
     ).stdout  # fmt: skip
     assert re.search(r"\| fms:6 \| [\d.]+ \| \d+ \|", report) and (tmp_path / "report.png").stat().st_size > 0
+
+
+def test_the_step_profile_times_every_stage_and_refuses_loaded_timings(tmp_path: Path) -> None:
+    pytest.importorskip("skimage")
+    cmd = [sys.executable, str(SCRIPTS / "step_profile.py"), "--size", "16", "--levels", "2", "--width", "4"]
+    subprocess.run([*cmd, "--steps", "2", "--repeats", "1", "--fused", "--out", str(tmp_path)], check=True,
+                   capture_output=True)  # fmt: skip
+    result = json.loads((tmp_path / "profile.json").read_text())
+    assert [s["level"] for s in result["stages"]] == [2, 1, 0]
+    assert [s["passes"] for s in result["stages"]] == [1, 2, 3]  # fused: one pass per level
+    assert result["valid"] == result["load"]["quiet"]
+    markdown = (tmp_path / "profile.md").read_text()
+    assert ("Invalid timing" in markdown) != result["valid"]
+    finest = result["stages"][-1]
+    assert set(finest["levels"]) == {"0", "1", "2"} and all(v > 0 for v in finest["parts"].values())
