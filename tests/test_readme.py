@@ -24,6 +24,8 @@ def test_readme_python_snippets_run(tmp_path: Path, monkeypatch, capsys) -> None
     for block in blocks:  # later snippets build on earlier ones, as a reader would run them
         exec(compile(block, str(README), "exec"), namespace)
     assert namespace["stats"].batch_sizes == (2, 8, 32)
+    fused = namespace["fused_stats"]  # the fused-passes snippet: 2 + 4/4 + 8/16 fine-sample units
+    assert fused.batch_sizes == (2, 4, 8) and fused.cost.work_units == 3.5
     assert namespace["trainer"].cost.steps == 4  # the MONAI snippet, the last to define `trainer`
     assert namespace["segmenter"].multiscale.label_rule.rule == "mode"  # the segmentation snippet
     assert 0.5 < namespace["segmenter"].state.metrics["train_acc"] <= 1
