@@ -2,8 +2,9 @@
 
 Prints fine-level PSNR/SSIM on held-out crops, FLOPs, work units, wall-clock and the saving of
 each strategy, and writes ``summary.csv``, ``history.csv``, ``figure.png`` and the checkpoints
-to a new run folder ``--out/TASK/YYYYMMDD-HHMMSS/``, one per run. :func:`load_network` loads a
-trained network back.
+to a new run folder ``--out/TASK/YYYYMMDD-HHMMSS/``, one per run (``--naming paper``:
+``--out/{task}_{dataset}_{network}_{mode}_run{seed}/``, the paper's names). :func:`load_network`
+loads a trained network back.
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ from .data import (
     to_channels,
 )
 from .evaluation import held_out_crops, quality_metrics, reconstruct, score
+from .networks import NETWORKS as NETWORK_SPECS
+from .networks import detect_network, network_problem
+from .paper import PAPER_MODES, paper_run_name
 from .plots import COST_AXES, plot_quality_against_cost, pyplot, save_figure, show_image
 from .progress import Progress
 from .tasks import NETWORKS, TASKS, make_model
@@ -59,10 +63,14 @@ DESCRIPTION = """\
 Train a bundled task with a multiscale strategy next to the single-scale baseline.
 
 Prints fine-level PSNR/SSIM on 32 held-out crops, FLOPs, work units, wall-clock and the saving of
-each strategy. Every run writes a new folder OUT/TASK/YYYYMMDD-HHMMSS/ with summary.csv,
-history.csv, figure.png and one checkpoint folder per strategy (STRATEGY/ckp_best.pth.tar);
+each strategy. Every run writes a new folder OUT/TASK/YYYYMMDD-HHMMSS/ (with --naming paper:
+OUT/{task}_{dataset}_{network}_{mode}_run{seed}/) with summary.csv, history.csv, figure.png and
+one checkpoint folder per strategy (STRATEGY/ckp_best.pth.tar);
 mge_deepinv.cli.load_network(folder) loads a trained network back.
 """
+
+NAMINGS = ("date", "paper")
+"""``--naming``: run folders ``OUT/TASK/YYYYMMDD-HHMMSS/`` or ``OUT/{task}_{dataset}_{network}_{mode}_run{seed}/``."""
 
 CHECKPOINT = "ckp_best.pth.tar"
 """The file name of the best checkpoint in a strategy's folder of a run (deepinv's name)."""
@@ -70,6 +78,14 @@ CHECKPOINT = "ckp_best.pth.tar"
 
 class UsageError(ValueError):
     """A setting or an input that cannot run; the message names the option and the fix."""
+
+
+class _ModeAction(argparse.Action):
+    """``--mode NAME``: the paper's name of a training mode; sets ``strategy`` to the strategy it is."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        setattr(namespace, self.dest, values)
+        namespace.strategy = PAPER_MODES[values]
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -162,12 +178,24 @@ def device_problem(device: str) -> str | None:
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
     tasks = "\n".join(f"  {name:<8} {task.description}" for name, task in TASKS.items())
+    networks = "\n".join(f"  {name:<10} {spec.description}" for name, spec in NETWORK_SPECS.items())
     parser = argparse.ArgumentParser(
-        prog="mge-train", description=DESCRIPTION + "\ntasks:\n" + tasks, formatter_class=HelpFormatter
+        prog="mge-train",
+        description=DESCRIPTION + "\ntasks:\n" + tasks + "\n\nnetworks (--network):\n" + networks,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("task", choices=sorted(TASKS), help="the task to train (see above)")
-    parser.add_argument(
+    strategy = parser.add_mutually_exclusive_group()
+    strategy.add_argument(
         "--strategy", default="full-multiscale", help=f"training strategy: {', '.join(available_strategies())}"
+    )
+    strategy.add_argument(
+        "--mode",
+        choices=tuple(PAPER_MODES),
+        action=_ModeAction,
+        help="the strategy by the paper's name: "
+        + ", ".join(f"{mode} = {name}" for mode, name in PAPER_MODES.items())
+        + " (instead of --strategy)",
     )
     parser.add_argument(
         "--no-baseline", action="store_true", help="skip the single-scale run (the saving is then estimated)"
@@ -210,12 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-size", type=positive_int, default=16, metavar="N", help="loaded batch; MGE terms are cut from it"
     )
     parser.add_argument("--channels", type=int, default=1, choices=(1, 3), help="1 (grayscale) or 3 (colour)")
-    parser.add_argument(
-        "--network",
-        choices=NETWORKS,
-        default="dncnn",
-        help="dncnn (deepinv's DnCNN) or meshfree (mesh-free convolutions: one operator at every level)",
-    )
+    parser.add_argument("--network", choices=NETWORKS, default="dncnn", help="the network to train (see above)")
     parser.add_argument("--lr", type=positive_float, default=1e-3, help="Adam learning rate, cosine-annealed")
     parser.add_argument(
         "--data", type=Path, metavar="DIR", help="folder of training images (default: the scikit-image photographs)"
@@ -228,6 +251,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=Path("results"),
         metavar="DIR",
         help="results folder; each run writes OUT/TASK/DATE-TIME/",
+    )
+    parser.add_argument(
+        "--naming",
+        choices=NAMINGS,
+        default="date",
+        help="run folders OUT/TASK/DATE-TIME/, or the paper's OUT/{task}_{dataset}_{network}_{mode}_run{seed}/ "
+        "(a rerun adds -2, -3...)",
     )
     return parser
 
@@ -267,6 +297,9 @@ def check_args(args: argparse.Namespace) -> Inputs:
         raise UsageError(
             f"--size {args.size} is not divisible by 2**levels = {2**args.levels}; use e.g. --size {valid}"
         )
+    problem = network_problem(args.network, args.task, args.size, args.levels)
+    if problem:
+        raise UsageError(problem)
     if args.evals > args.steps:
         raise UsageError(f"--evals {args.evals} is more than --steps {args.steps}; use --evals {args.steps} or fewer")
     problem = device_problem(args.device)
@@ -348,15 +381,16 @@ def _check_crop_size(args: argparse.Namespace, images: list[torch.Tensor], what:
         )
 
 
-def new_run_folder(parent: Path) -> Path:
-    """A new, empty folder ``parent/YYYYMMDD-HHMMSS`` (``-2``, ``-3``... if that second is taken).
+def new_run_folder(parent: Path, name: str | None = None) -> Path:
+    """A new, empty folder ``parent/NAME`` (``-2``, ``-3``... if that name is taken).
 
-    The names have no colons (valid on every file system) and sort by time.
+    The default name ``YYYYMMDD-HHMMSS`` has no colons (valid on every file system) and sorts by time.
 
-    :param pathlib.Path parent: the task's results folder, created if missing.
+    :param pathlib.Path parent: the results folder, created if missing.
+    :param str, None name: the folder's name; ``None``: the date and time.
     :return: the created folder.
     """
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    stamp = name or datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     parent.mkdir(parents=True, exist_ok=True)
     for attempt in range(1, 1000):
         folder = parent / (stamp if attempt == 1 else f"{stamp}-{attempt}")
@@ -366,6 +400,14 @@ def new_run_folder(parent: Path) -> Path:
             continue
         return folder
     raise FileExistsError(f"no free run folder name for {stamp} under {parent}")
+
+
+def _run_folder(args: argparse.Namespace) -> Path:
+    """The new run folder of ``--naming``: ``OUT/TASK/DATE-TIME`` or the paper's ``OUT/{task}_..._run{seed}``."""
+    if getattr(args, "naming", "date") != "paper":
+        return new_run_folder(args.out / args.task)
+    dataset = getattr(args, "dataset", None) or (Path(args.data).name if args.data else "skimage")
+    return new_run_folder(args.out, paper_run_name(args.task, dataset, args.network, args.strategy, args.seed))
 
 
 class _CliTrainer(MultiscaleTrainer):
@@ -535,7 +577,7 @@ def run_task(args: argparse.Namespace, inputs: Inputs | None = None) -> list[dic
     inputs = inputs if inputs is not None else check_args(args)
     for line in inputs.loaded:
         print(line)
-    out = new_run_folder(args.out / args.task)
+    out = _run_folder(args)
     print(f"writing to {out}/", flush=True)
     strategies = [args.strategy] + ([] if args.no_baseline or args.strategy == "single" else ["single"])
     results = {s: _train_one(s, args, inputs, out) for s in strategies}
@@ -579,19 +621,18 @@ def load_network(path: str | Path, strategy: str = "full-multiscale", device: st
 
     Call it as ``model(y, physics)`` with the task's operator (``mge_deepinv.tasks.TASKS[task].physics``).
 
-    :param str, pathlib.Path path: a checkpoint file, a run folder (``results/denoise/20261201-115824``)
-        or a task folder (``results/denoise``: its latest run).
+    :param str, pathlib.Path path: a checkpoint file, a run folder (``results/denoise/20261201-115824``,
+        or ``results/denoising_skimage_unet_fullmultiscale_run0`` with ``--naming paper``) or a task
+        folder (``results/denoise``: its latest run).
     :param str strategy: which of the run's networks (the name of its checkpoint folder).
     :param str device: where to put the network.
     :raises FileNotFoundError: when no such checkpoint exists, naming what was looked for.
-    :return: the network (:func:`mge_deepinv.tasks.make_model`, channels read from the weights).
+    :raises ValueError: when the weights are none of :data:`mge_deepinv.tasks.NETWORKS`.
+    :return: the network (:func:`mge_deepinv.tasks.make_model`; which one, and its channels, read from the weights).
     """
     checkpoint = _find_checkpoint(Path(path), strategy)
     state = torch.load(checkpoint, map_location=device, weights_only=True)["state_dict"]
-    if "backbone_net.in_conv.weight" in state:
-        channels, network = int(state["backbone_net.in_conv.weight"].shape[1]), "dncnn"
-    else:  # mesh-free: weights (out, in, stencils)
-        channels, network = int(state["backbone_net.body.0.weight"].shape[1]), "meshfree"
+    network, channels = detect_network(state)
     model = make_model(channels, device=device, network=network)
     model.load_state_dict(state)
     return model.eval()

@@ -9,7 +9,8 @@ import deepinv as dinv
 import torch
 from deepinv.physics.functional.blur import gaussian_blur
 
-from mge_plugins.meshfree import MeshFreeDenoiser
+from .networks import NETWORKS as _NETWORKS
+from .networks import build_network
 
 __all__ = ["NETWORKS", "TASKS", "Task", "make_model"]
 
@@ -64,25 +65,28 @@ TASKS: dict[str, Task] = {
 }
 
 
-NETWORKS = ("dncnn", "meshfree")
+NETWORKS: tuple[str, ...] = tuple(_NETWORKS)
+"""The names ``make_model`` builds (:data:`mge_deepinv.networks.NETWORKS` describes them)."""
 
 
 def make_model(
-    channels: int = 1, depth: int = 5, width: int = 32, device: str = "cpu", network: str = "dncnn"
+    channels: int = 1,
+    depth: int | None = None,
+    width: int | None = None,
+    device: str = "cpu",
+    network: str = "dncnn",
 ) -> torch.nn.Module:
-    """A small network on the adjoint of the measurement, without BatchNorm or pretrained weights.
+    """A small network without BatchNorm or pretrained weights, called as ``model(y, physics)``.
 
     :param int channels: image channels.
-    :param int depth: convolutions.
-    :param int width: hidden channels.
+    :param int, None depth: convolutions, blocks or downsamplings (``None``: the network's default).
+    :param int, None width: hidden channels (``None``: the network's default).
     :param str device: where to build it.
-    :param str network: ``"dncnn"`` (deepinv's DnCNN) or ``"meshfree"`` (a residual network of
-        :class:`mge_plugins.meshfree.MeshFreeConv2d`, one operator at every level).
+    :param str network: a name of :data:`NETWORKS`: ``"dncnn"`` (deepinv's DnCNN, 5 convolutions of 32
+        channels, on the adjoint of the measurement), ``"meshfree"`` (a residual network of
+        :class:`mge_plugins.meshfree.MeshFreeConv2d`, one operator at every level), ``"unet"``,
+        ``"resnet"`` (timestep-conditioned), ``"espcn"`` (from the low-resolution measurement),
+        ``"drunet"`` or ``"dinv-unet"``; see :mod:`mge_deepinv.networks`.
+    :raises ValueError: for an unknown network, listing the known ones.
     """
-    if network == "meshfree":
-        backbone: torch.nn.Module = MeshFreeDenoiser(channels, width=width, depth=depth).to(device)
-    elif network == "dncnn":
-        backbone = dinv.models.DnCNN(channels, channels, depth=depth, nf=width, pretrained=None, device=device)
-    else:
-        raise ValueError(f"unknown network {network!r}; use one of {', '.join(map(repr, NETWORKS))}")
-    return dinv.models.ArtifactRemoval(backbone, mode="adjoint", device=device)
+    return build_network(network, channels, width=width, depth=depth, device=device)

@@ -243,4 +243,4 @@ def test_mge_train_trains_a_mesh_free_network_and_loads_it_back(tmp_path: Path) 
     with torch.no_grad():
         assert model(physics(x), physics).shape == x.shape
     with pytest.raises(SystemExit):
-        build_parser().parse_args(["denoise", "--network", "unet"])
+        build_parser().parse_args(["denoise", "--network", "vgg"])
