@@ -151,6 +151,21 @@ def _whole_number(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
 
 
+def budget_value(text: str) -> str | float:
+    """``steps``, ``compute`` or a positive fraction of the single-scale compute."""
+    if text in ("steps", "compute"):
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a budget: use steps, compute, or a fraction of the single-scale compute such as 0.35"
+        )
+    return value
+
+
 def device_problem(device: str) -> str | None:
     """Why ``--device`` cannot be used on this machine, or ``None`` when it can.
 
@@ -243,6 +258,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--data", type=Path, metavar="DIR", help="folder of training images (default: the scikit-image photographs)"
     )
+    parser.add_argument(
+        "--budget",
+        type=budget_value,
+        default="steps",
+        metavar="B",
+        help="what the multiscale run spends: 'steps' (as many steps as --steps, each cheaper), 'compute' "
+        "(the single-scale run's compute: more steps), or a fraction of that compute, e.g. 0.35",
+    )
+    parser.add_argument(
+        "--fused",
+        action="store_true",
+        help="fused passes, one per level (fewer FLOPs, the same gradient); poses coarse levels by restriction",
+    )
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--seed", type=int, default=0, help="seed of weights, crops and noise")
     parser.add_argument(
@@ -300,6 +328,13 @@ def check_args(args: argparse.Namespace) -> Inputs:
     problem = network_problem(args.network, args.task, args.size, args.levels)
     if problem:
         raise UsageError(problem)
+    if getattr(args, "fused", False):
+        if args.coarse_mode == "physics":
+            raise UsageError(
+                "--fused needs every level posed from one fine measurement per sample: use --coarse-mode restrict "
+                "(or auto, which --fused turns into restrict)"
+            )
+        args.coarse_mode = "restrict"
     if args.evals > args.steps:
         raise UsageError(f"--evals {args.evals} is more than --steps {args.steps}; use --evals {args.steps} or fewer")
     problem = device_problem(args.device)
@@ -482,7 +517,7 @@ def _train_one(strategy: str, args: argparse.Namespace, inputs: Inputs, out: Pat
             save_path=str(out / strategy), device=args.device, verbose=False, show_progress_bar=False,
             compute_train_metrics=False, non_blocking_transfers=torch.device(args.device).type == "cuda",
             strategy=strategy, levels=args.levels, mge_levels=args.mge_levels, growth=args.growth,
-            coarse_mode=args.coarse_mode, coarse_noise=args.coarse_noise,
+            coarse_mode=args.coarse_mode, coarse_noise=args.coarse_noise, budget=args.budget, fused=args.fused,
         )  # fmt: skip
         trainer.eval_seed = args.seed + 1
         print(f"\n== {args.task}: {strategy} ==", flush=True)

@@ -180,6 +180,9 @@ def test_a_trained_network_loads_back(denoise_run, tmp_path: Path) -> None:
         (["--strategy", "fms"], "--strategy fms: unknown; use one of"),
         (["--evals", "9", "--steps", "8"], "--evals 9 is more than --steps 8"),
         (["--steps", "2", "--evals", "1"], "too few to give each of 3 stages"),
+        (["--budget", "half"], "'half' is not a budget: use steps, compute, or a fraction"),
+        (["--budget", "0"], "'0' is not a budget"),
+        (["--fused", "--coarse-mode", "physics"], "--fused needs every level posed from one fine measurement"),
     ],
 )
 def test_mistakes_end_with_one_line_and_status_2_before_anything_is_written(

@@ -12,7 +12,7 @@ dinv = pytest.importorskip("deepinv")
 from mge_deepinv import MultiscaleTrainer, coarsen_physics  # noqa: E402
 from mge_deepinv.training.levels import level_losses  # noqa: E402
 
-from .conftest import CleanImages, make_trainer, smooth_images  # noqa: E402
+from .conftest import CleanImages, make_trainer, small_model, smooth_images  # noqa: E402
 
 
 def train(trainer):
@@ -122,3 +122,22 @@ def test_r2r_loss_with_a_fixed_noise_model_is_refused() -> None:
     trainer = make_trainer(MultiscaleTrainer, losses=loss, strategy="mge")
     with pytest.raises(ValueError, match="build it with noise_model=None"):
         train(trainer)
+
+
+def test_a_compute_budget_stretches_the_cosine_schedule_and_warns_for_others(capsys) -> None:
+    net = small_model()
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=2)
+    trainer = make_trainer(MultiscaleTrainer, model=net, optimizer=optimizer, scheduler=cosine, epochs=2,
+                           levels=1, budget="compute")  # fmt: skip
+    train(trainer)
+    assert trainer.epochs > 2 and cosine.T_max == trainer.epochs  # the cosine ends with the extended run
+    assert optimizer.param_groups[0]["lr"] < 1e-4  # annealed to the end, not climbing back up
+    assert f"T_max follows, 2 -> {trainer.epochs} epochs" in capsys.readouterr().out
+    step = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1)
+    trainer = make_trainer(MultiscaleTrainer, model=net, optimizer=optimizer, scheduler=step, epochs=2, levels=1,
+                           budget="compute")  # fmt: skip
+    with pytest.warns(
+        UserWarning, match=r"scheduler \(StepLR\) was built for the planned run; build it for \d+ epochs"
+    ):
+        trainer.train()

@@ -269,7 +269,28 @@ class MultiscaleTrainer(Trainer):
             f"budget={self.budget!r}: {strategy.name} runs {total} steps ({epochs} epochs instead of {self.epochs}) "
             f"for the compute budget of {planned} single-scale steps"
         )
+        self._stretch_schedule(self.epochs, epochs)
         self.epochs = epochs
+
+    def _stretch_schedule(self, before: int, after: int) -> None:
+        """Fit the learning-rate schedule to the extended epochs: a cosine over the run is stretched, others warned of.
+
+        deepinv steps the scheduler once per epoch, so a ``CosineAnnealingLR`` with ``T_max`` equal to
+        the planned epochs would climb back up after them.
+        """
+        scheduler = self.scheduler
+        if scheduler is None:
+            return
+        if isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR) and scheduler.T_max == before:
+            scheduler.T_max = after
+            print(f"budget={self.budget!r}: CosineAnnealingLR's T_max follows, {before} -> {after} epochs")
+            return
+        warnings.warn(
+            f"budget={self.budget!r} extends the run from {before} to {after} epochs, but the scheduler "
+            f"({type(scheduler).__name__}) was built for the planned run; build it for {after} epochs, or use "
+            "budget='steps'",
+            stacklevel=4,
+        )
 
     def _build_strategy(self) -> Strategy:
         iterations = self.iterations if self.iterations is not None else self._total_iterations()
