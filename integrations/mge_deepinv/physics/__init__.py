@@ -1,4 +1,4 @@
-"""Level-aware DeepInverse physics: coarse operators, filters and coupled noise."""
+"""Level-aware DeepInverse physics: coarse operators, filters, measurement restrictions and coupled noise."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ from .coarsen import (
     register_measurement_restriction,
     restrict_measurement,
 )
-from .filters import coarsen_filter
+from .filters import coarsen_filter, downsampling_filter
+from .kspace import restrict_kspace
 from .noise import LevelGaussianNoise
+from .tomography import restrict_sinogram
 
 __all__ = [
     "NOISE_MODES",
@@ -21,7 +23,10 @@ __all__ = [
     "coarsen_filter",
     "coarsen_noise",
     "coarsen_physics",
+    "downsampling_filter",
     "register_coarsening",
     "register_measurement_restriction",
+    "restrict_kspace",
     "restrict_measurement",
+    "restrict_sinogram",
 ]

@@ -40,7 +40,7 @@ import torch
 
 from mge_plugins import restrict
 
-from .filters import coarsen_filter
+from .filters import coarsen_filter, downsampling_filter
 from .noise import LevelGaussianNoise
 
 __all__ = [
@@ -96,7 +96,9 @@ def coarsen_noise(noise_model: dp.NoiseModel, level: int, noise: str = "keep", s
     if noise not in NOISE_MODES:
         raise ValueError(f"noise must be one of {NOISE_MODES}, got {noise!r}")
     if isinstance(noise_model, LevelGaussianNoise):
-        return LevelGaussianNoise(noise_model.fine_sigma, level, noise == "keep", spatial_dims, noise_model.rng)
+        return LevelGaussianNoise(
+            noise_model.fine_sigma, level, noise == "keep", spatial_dims, noise_model.rng, noise_model.inner_axes
+        )
     if isinstance(noise_model, dp.GaussianNoise):
         return LevelGaussianNoise(noise_model.sigma, level, noise == "keep", spatial_dims, noise_model.rng)
     if isinstance(noise_model, dp.PoissonNoise):
@@ -198,7 +200,7 @@ def _downsampling(physics: dp.Downsampling, level: int, noise_model: dp.NoiseMod
     img_size = None if physics.imsize is None else _image_size(physics, "imsize", level)
     return dp.Downsampling(
         img_size=img_size,
-        filter=coarsen_filter(fine_filter, level, shift=(factor - 1) / 4),
+        filter=downsampling_filter(fine_filter, factor, level),
         factor=factor,
         padding=physics.padding,
         noise_model=noise_model,
@@ -237,35 +239,6 @@ def restrict_measurement(physics: dp.Physics, y: torch.Tensor, level: int, metho
         if cls in _MEASUREMENTS:
             return _MEASUREMENTS[cls](physics, y, level)
     return restrict(y, level, method)
-
-
-def _centre_block(t: torch.Tensor, level: int) -> torch.Tensor:
-    """The centred ``(H / 2**level, W / 2**level)`` block of the last two axes."""
-    h, w = t.shape[-2:]
-    ch, cw = h >> level, w >> level
-    top, left = (h - ch) // 2, (w - cw) // 2
-    return t[..., top : top + ch, left : left + cw]
-
-
-@register_coarsening(dp.MRI)
-def _mri(physics: dp.MRI, level: int, noise_model: dp.NoiseModel) -> dp.Physics:
-    if physics.three_d:
-        raise NoCoarseRecipeError("no coarse recipe for 3D MRI yet; use coarse_mode='restrict'")
-    mask = _centre_block(physics.mask, level).contiguous()
-    return dp.MRI(mask=mask, img_size=tuple(mask.shape[-2:]), noise_model=noise_model, device=_device(physics))
-
-
-@register_measurement_restriction(dp.MRI)
-def _mri_measurement(physics: dp.MRI, y: torch.Tensor, level: int) -> torch.Tensor:
-    """Centred k-space block with the half-pixel phase of area restriction, 1/2 per level in 2D."""
-    kspace = torch.complex(y[:, 0], y[:, 1])
-    for _ in range(level):
-        size = kspace.shape[-1]
-        kspace = _centre_block(kspace, 1)
-        k = torch.arange(kspace.shape[-1], device=y.device) - kspace.shape[-1] // 2
-        phase = torch.exp(1j * torch.pi * k / size)
-        kspace = kspace * (phase[:, None] * phase[None, :]) / 2
-    return torch.stack((kspace.real, kspace.imag), dim=1).to(y.dtype) * _centre_block(physics.mask, level)
 
 
 def _device(physics: dp.Physics) -> torch.device:
