@@ -98,9 +98,28 @@ def step_flops(
     return float(sum(n * flops_per_sample[lv] for n, lv in passes))
 
 
+class _GlobalOnly:
+    """Stands in for ``FlopCounterMode``'s module tracker: every FLOP counts under ``"Global"``.
+
+    The tracker's backward hooks fail (``_will_engine_execute_node``) when the counted code runs
+    :func:`torch.autograd.grad` through a module itself, as an operator whose adjoint autograd computes
+    does (DeepInverse's ``Tomography``), and only the total is read here.
+    """
+
+    parents = frozenset({"Global"})
+
+    def __enter__(self) -> _GlobalOnly:
+        return self
+
+    def __exit__(self, *args: object) -> None:
+        return None
+
+
 def count_flops(fn: Callable[[], Any]) -> int:
-    """FLOPs counted by :class:`~torch.utils.flop_counter.FlopCounterMode` while ``fn()`` runs."""
-    with FlopCounterMode(display=False) as counter:
+    """FLOPs counted by :class:`~torch.utils.flop_counter.FlopCounterMode` while ``fn()`` runs (the total only)."""
+    counter = FlopCounterMode(display=False)
+    counter.mod_tracker = _GlobalOnly()
+    with counter:
         fn()
     return int(counter.get_total_flops())
 

@@ -57,3 +57,20 @@ def test_saving_is_the_flop_saving_and_a_padding_network_is_flagged() -> None:
     summary = padded.summary()
     assert summary["saving"] == summary["flop_saving"] == pytest.approx(1.0)
     assert summary["work_saving"] == pytest.approx(16.0)
+
+
+def test_count_flops_survives_autograd_inside_the_counted_code() -> None:
+    # An operator whose adjoint is a vector-Jacobian product (deepinv's Tomography) runs
+    # torch.autograd.grad through a module while the FLOPs are counted.
+    import torch
+
+    from mge_plugins.cost import count_flops
+
+    layer = torch.nn.Linear(8, 8, bias=False)
+
+    def adjoint_then_forward() -> None:
+        x = torch.zeros(1, 8, requires_grad=True)
+        (adjoint,) = torch.autograd.grad(layer(x), x, torch.ones(1, 8))
+        layer(adjoint)
+
+    assert count_flops(adjoint_then_forward) == 3 * (2 * 8 * 8)  # forward, its input gradient, forward

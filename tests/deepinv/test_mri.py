@@ -1,4 +1,4 @@
-"""MRI with multiscale training: coarse k-space, online and offline, with the equivariant-imaging losses."""
+"""MRI with multiscale training: coarse k-space, single- and multi-coil, online and offline, with the EI losses."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import torch
 dinv = pytest.importorskip("deepinv")
 
 from mge_deepinv import MultiscaleTrainer  # noqa: E402
+
+from .operators import coil_maps  # noqa: E402
 
 
 def mri_images(n: int = 8, size: int = 32) -> torch.Tensor:
@@ -30,10 +32,14 @@ class Pairs(torch.utils.data.Dataset):
         return self.x[i] if self.y is None else (self.x[i], self.y[i])
 
 
-def mri_trainer(online: bool, strategy: str, losses) -> MultiscaleTrainer:
+def mri_trainer(online: bool, strategy: str, losses, coils: int = 0) -> MultiscaleTrainer:
     torch.manual_seed(0)
     mask = (torch.rand(32, 32, generator=torch.Generator().manual_seed(1)) > 0.5).float()
-    physics = dinv.physics.MRI(mask=mask, img_size=(32, 32), noise_model=dinv.physics.GaussianNoise(0.01))
+    noise = dinv.physics.GaussianNoise(0.01)
+    if coils:
+        physics = dinv.physics.MultiCoilMRI(mask=mask, coil_maps=coil_maps(coils, 32), noise_model=noise)
+    else:
+        physics = dinv.physics.MRI(mask=mask, img_size=(32, 32), noise_model=noise)
     x = mri_images()
     data = Pairs(x) if online else Pairs(x, physics(x))
     with warnings.catch_warnings():
@@ -58,6 +64,20 @@ def test_mri_trains_with_equivariant_imaging_losses_online_and_offline(online: b
         trainer.train()
     assert trainer.cost.steps == 4 and trainer.cost.saving > 1
     assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+
+
+@pytest.mark.parametrize("online", [True, False], ids=["online-physics", "offline-k-space"])
+@pytest.mark.parametrize("strategy", ["mge", "full-multiscale"])
+def test_multicoil_mri_trains_online_and_from_stored_coil_k_space(online: bool, strategy: str) -> None:
+    trainer = mri_trainer(online, strategy, [dinv.loss.SupLoss()], coils=3)
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        trainer.train()
+    assert trainer.cost.steps == 4 and trainer.cost.saving > 1
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+    assert any(not torch.equal(a, p) for a, p in zip(before, trainer.model.parameters()))
 
 
 def test_offline_k_space_at_a_coarse_level_is_the_coarse_operators_measurement() -> None:

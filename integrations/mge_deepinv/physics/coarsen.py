@@ -10,22 +10,28 @@ operator                  level-``k`` version
 ``Blur``                  filter coarsened by :func:`coarsen_filter` (per-sample filters too)
 ``BlurFFT``               rebuilt for the level's image size with the coarsened filter
 ``Inpainting``            restricted (soft) mask: the fraction of each coarse pixel observed
-``Downsampling``          same factor, anti-alias filter coarsened with a ``(f - 1) / 4``
-                          coarse-pixel shift (the two grids' samples are offset)
+``Downsampling``          same factor; anti-alias filter coarsened, then the ratio of the
+                          average of ``2**k`` samples ``f`` fine pixels apart to the average
+                          of ``2**k`` fine pixels (:func:`downsampling_filter`)
 ``MRI``                   the centred low-frequency block of k-space: the mask cropped to
                           the level's image size (2D, single coil)
+``MultiCoilMRI``          the same block; coil maps restricted through k-space the same way
+``Tomography``            ``img_width / 2**k``, the same angles and options (parallel beam)
 ========================  ==============================================================
 
 Measurements given offline are posed at a coarse level by :func:`restrict_measurement`: area
-restriction for image-domain operators, and for ``MRI`` the centred k-space block, phase-shifted
-by half a fine pixel per axis and scaled by 1/2 per level (the FFT is orthonormal), which is what
-the coarse operator gives for the restricted image (1.4 % apart per level on smooth images).
+restriction for image-domain operators; for ``MRI`` and ``MultiCoilMRI`` the centred k-space
+block, phase-shifted by half a fine pixel per axis and scaled by 1/2 per level (the FFT is
+orthonormal), which is what the coarse operator gives for the restricted image
+(:mod:`.kspace`); for ``Tomography`` the sinogram averaged over each coarse detector bin and
+rescaled (:mod:`.tomography`).
 
 Noise: ``GaussianNoise`` becomes :class:`LevelGaussianNoise` (drawn at the fine grid and
 restricted, so the levels stay coupled); ``PoissonNoise`` keeps or restricts its gain;
 ``ZeroNoise`` stays. ``noise="keep"`` keeps the fine noise level per pixel (the coarse stages of
 Full-Multiscale then train the task the fine stage needs); ``noise="restrict"`` uses the law of
-the restricted fine measurement (``sigma / 2**(d/2)`` and ``gain / 2**d`` per level).
+the restricted fine measurement (``sigma / 2**(d/2)`` and ``gain / 2**d`` per level; for
+``Tomography``, ``sigma`` times the sinogram's scale and ``2**(-k/2)``).
 
 Register a recipe for another operator with :func:`register_coarsening`.
 """
@@ -48,6 +54,7 @@ __all__ = [
     "NoCoarseRecipeError",
     "coarsen_noise",
     "coarsen_physics",
+    "level_grid_shape",
     "register_coarsening",
     "register_measurement_restriction",
     "restrict_measurement",
@@ -209,20 +216,44 @@ def _downsampling(physics: dp.Downsampling, level: int, noise_model: dp.NoiseMod
 
 
 MeasurementRestriction = Callable[[dp.Physics, torch.Tensor, int], torch.Tensor]
+GridShape = Callable[[dp.Physics, torch.Tensor], tuple[int, ...]]
 _MEASUREMENTS: dict[type, MeasurementRestriction] = {}
+_GRIDS: dict[type, GridShape] = {}
 
 
-def register_measurement_restriction(cls: type[P]) -> Callable[[MeasurementRestriction], MeasurementRestriction]:
+def register_measurement_restriction(
+    cls: type[P], grid: GridShape | None = None
+) -> Callable[[MeasurementRestriction], MeasurementRestriction]:
     """Register ``rule(physics, y, level) -> y_level`` posing offline measurements of ``cls`` at a level.
 
     :param type cls: the physics class whose measurements the rule restricts.
+    :param Callable grid: ``grid(physics, y) -> (B, C, *spatial)``, the shape of the image grid that the
+        levels halve, for measurements that are not images on it (coil k-space, sinograms); see
+        :func:`level_grid_shape`.
     """
 
     def decorator(rule: MeasurementRestriction) -> MeasurementRestriction:
         _MEASUREMENTS[cls] = rule
+        if grid is not None:
+            _GRIDS[cls] = grid
         return rule
 
     return decorator
+
+
+def level_grid_shape(physics: dp.Physics, y: torch.Tensor) -> tuple[int, ...]:
+    """The ``(B, C, *spatial)`` shape whose spatial sizes the levels halve, for a measurement ``y`` of ``physics``.
+
+    That is ``y``'s own shape for image-domain measurements, and the image's for those registered with a
+    ``grid`` (a ``MultiCoilMRI`` k-space ``(B, 2, N, H, W)`` gives ``(B, 2, H, W)``; a sinogram, ``(B, C, W, W)``).
+
+    :param deepinv.physics.Physics physics: the operator that produced ``y``.
+    :param torch.Tensor y: the measurement.
+    """
+    for cls in type(physics).__mro__:
+        if cls in _GRIDS:
+            return _GRIDS[cls](physics, y)
+    return tuple(y.shape)
 
 
 def restrict_measurement(physics: dp.Physics, y: torch.Tensor, level: int, method: str = "area") -> torch.Tensor:

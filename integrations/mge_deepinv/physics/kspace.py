@@ -99,6 +99,6 @@ def _multicoil_mri(physics: dp.MultiCoilMRI, level: int, noise_model: dp.NoiseMo
     )
 
 
-@register_measurement_restriction(dp.MultiCoilMRI)
+@register_measurement_restriction(dp.MultiCoilMRI, grid=lambda physics, y: (y.shape[0], 2, *y.shape[-2:]))
 def _multicoil_mri_measurement(physics: dp.MultiCoilMRI, y: torch.Tensor, level: int) -> torch.Tensor:
     return _restrict_channels(y, level) * _coarse_mask(physics, level)[:, :, None]

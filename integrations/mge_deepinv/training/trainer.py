@@ -29,6 +29,7 @@ from mge_plugins.estimator import FusedLossError
 from mge_plugins.host_step import MultiscaleStep, check_resumed_strategy, host_options, validate_host_options
 from mge_plugins.strategies import STAGED_STRATEGIES, fit_levels, refit_options, warn_fitted_levels
 
+from ..physics import level_grid_shape
 from .levels import LevelPoser, check_losses, level_losses, per_sample_losses, slice_physics
 
 __all__ = ["MultiscaleTrainer"]
@@ -375,7 +376,7 @@ class MultiscaleTrainer(Trainer):
             loaded,
             self._level_loss(physics, x, y, params, mode, epoch, plan.level),
             model=self.model,
-            input_shape=(y if y is not None else x).shape,
+            input_shape=level_grid_shape(physics, y) if y is not None else x.shape,
             backward=lambda term: self.scaler.scale(term).backward(),
             check_gradients=not self.scaler.is_enabled(),
             generators=generators,
