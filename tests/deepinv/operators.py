@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from deepinv.physics.functional.blur import gaussian_blur
 from deepinv.physics.generator import DiffractionBlurGenerator, MotionBlurGenerator
-from mge_deepinv import coarsen_physics, restrict_measurement
+from mge_deepinv import coarsen_filter, coarsen_physics, restrict_measurement
 
 from mge_plugins import restrict
 
@@ -134,6 +134,48 @@ def commutation_error(physics: dinv.physics.Physics, image: torch.Tensor, level:
     return float(100 * (fine_then_restrict - restrict_then_coarse).norm() / fine_then_restrict.norm())
 
 
+def relative_error(reference: torch.Tensor, other: torch.Tensor) -> float:
+    """``100 ||reference - other|| / ||reference||`` (%)."""
+    return float(100 * (reference - other).norm() / reference.norm())
+
+
+def without_recipe_detail(control: str, photo: torch.Tensor, level: int) -> float:
+    """The commutation error of a recipe with one of its details left out (the negative controls).
+
+    ``sr-no-shift``: factor-2 super-resolution with the coarse blur alone; ``sr4-shift-only``: factor 4
+    with the ``(f - 1) / 4`` shift but not the samples' spread; ``multicoil-pooled-maps``: area-pooled
+    coil maps; ``tomography-plain-pooling``: sinogram bins pooled in plain pairs, times 1/2 (level 1).
+    """
+    if control.startswith("sr"):
+        factor = 4 if control.startswith("sr4") else 2
+        physics = make(f"sr{'4' if factor == 4 else ''}-bicubic")
+        shift = (factor - 1) / 4 if control.endswith("shift-only") else 0.0
+        naive = dinv.physics.Downsampling(
+            filter=coarsen_filter(physics.filter, level, shift=shift), factor=factor, img_size=None, padding="circular"
+        )
+        return relative_error(restrict(physics.A(photo), level), naive.A(restrict(photo, level)))
+    if control == "multicoil-pooled-maps":
+        physics, image = make("multicoil-full"), photo[:, :2]
+        maps = physics.coil_maps
+        pooled = torch.complex(restrict(maps.real, level), restrict(maps.imag, level))
+        mask = coarsen_physics(physics, level).mask
+        naive = dinv.physics.MultiCoilMRI(mask=mask, coil_maps=pooled, img_size=tuple(mask.shape[-2:]))
+        return relative_error(restrict_measurement(physics, physics.A(image), level), naive.A(restrict(image, level)))
+    if control == "tomography-plain-pooling" and level == 1:
+        physics = make("tomography")
+        plain = torch.nn.functional.avg_pool2d(physics.A(photo), (2, 1)) / 2
+        return relative_error(plain, coarsen_physics(physics, 1).A(restrict(photo, 1)))
+    raise KeyError((control, level))
+
+
+CONTROLS = [
+    ("sr-no-shift", (1,)),
+    ("sr4-shift-only", (1, 2)),
+    ("multicoil-pooled-maps", (1, 2)),
+    ("tomography-plain-pooling", (1,)),
+]
+
+
 def main() -> None:
     torch.set_num_threads(1)
     photo = astronaut_crop()
@@ -142,6 +184,10 @@ def main() -> None:
         physics, image = make(name), image_for(name, photo)
         errors = [commutation_error(physics, image, level) for level in (1, 2)]
         print(f"{name:<26} {errors[0]:>7.2f}% {errors[1]:>7.2f}%")
+    print("\nwithout a detail of the recipe (negative controls)")
+    for control, levels in CONTROLS:
+        errors = [f"{without_recipe_detail(control, photo, level):>7.2f}%" for level in levels]
+        print(f"{control:<26} {' '.join(errors)}")
 
 
 if __name__ == "__main__":
