@@ -136,7 +136,7 @@ class PaperDataset:
         return f"expected {self.layout.format(root=root)} ({self.source}){hint}"
 
     def _is_folder(self, root: Path) -> bool:
-        return bool(self.folder) and root.name == self.folder.split("/")[0]
+        return bool(self.folder) and root.name == self.folder
 
 
 def _require(dataset: PaperDataset, root: Path, files: tuple[str, ...], folders: tuple[str, ...] = ()) -> None:
