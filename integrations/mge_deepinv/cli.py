@@ -13,6 +13,7 @@ import argparse
 import csv
 import datetime
 import math
+import os
 import sys
 import warnings
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from .data import (
     read_folder,
     to_channels,
 )
+from .datasets import PAPER_DATASETS, paper_dataset, take_images
 from .evaluation import held_out_crops, quality_metrics, reconstruct, score
 from .networks import NETWORKS as NETWORK_SPECS
 from .networks import detect_network, network_problem
@@ -71,6 +73,9 @@ mge_deepinv.cli.load_network(folder) loads a trained network back.
 
 NAMINGS = ("date", "paper")
 """``--naming``: run folders ``OUT/TASK/YYYYMMDD-HHMMSS/`` or ``OUT/{task}_{dataset}_{network}_{mode}_run{seed}/``."""
+
+EVAL_CROPS = 32
+"""The number of fixed held-out crops every run is evaluated on."""
 
 CHECKPOINT = "ckp_best.pth.tar"
 """The file name of the best checkpoint in a strategy's folder of a run (deepinv's name)."""
@@ -259,6 +264,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--data", type=Path, metavar="DIR", help="folder of training images (default: the scikit-image photographs)"
     )
     parser.add_argument(
+        "--dataset",
+        choices=sorted(PAPER_DATASETS),
+        help="train on a data set of the paper, read from --data-root (never downloaded), and evaluate on its test "
+        "split; the README lists the layouts",
+    )
+    parser.add_argument(
+        "--data-root", type=Path, metavar="DIR", help="the folder holding --dataset in its standard on-disk layout"
+    )
+    parser.add_argument(
+        "--limit", type=positive_int, metavar="N", help="train on the first N training images of --dataset only"
+    )
+    parser.add_argument(
         "--budget",
         type=budget_value,
         default="steps",
@@ -351,7 +368,10 @@ def check_args(args: argparse.Namespace) -> Inputs:
         raise UsageError(f"--strategy {args.strategy} with these settings: {error}") from None
 
     colour = "grayscale" if args.channels == 1 else "colour (RGB)"
-    if args.data:
+    _check_data_options(args)
+    if args.dataset:
+        images, source, test_clean, evaluated = _read_dataset(args, colour)
+    elif args.data:
         stored = _read_data(args.data)
         images = [to_channels(image, args.channels) for image in stored]
         kinds = sorted({_kind(image.shape[0]) for image in stored})
@@ -367,15 +387,87 @@ def check_args(args: argparse.Namespace) -> Inputs:
         source = f"{len(images)} scikit-image photographs ({', '.join(TRAIN_IMAGES)}; {_sizes(images)}, {colour})"
         _check_crop_size(args, images, "the bundled photographs")
         evaluated = "camera and moon from scikit-image, never trained on"
-    test_images = bundled_images(TEST_IMAGES, args.channels)
-    _check_crop_size(args, test_images, "the held-out photographs")
+    if not args.dataset:
+        test_images = bundled_images(TEST_IMAGES, args.channels)
+        _check_crop_size(args, test_images, "the held-out photographs")
+        test_clean = held_out_crops(args.size, EVAL_CROPS, seed=2, channels=args.channels)
     train_set = ImageCrops(images, args.size, per_epoch * args.batch_size, seed=args.seed)
-    test_clean = held_out_crops(args.size, 32, seed=2, channels=args.channels)
     loaded = [
         f"training on random {args.size}x{args.size} crops of {source}: {steps} steps of {args.batch_size} crops",
-        f"evaluating on 32 fixed {args.size}x{args.size} crops of {evaluated}",
+        f"evaluating on {len(test_clean)} fixed {args.size}x{args.size} crops of {evaluated}",
     ]
     return Inputs(images, train_set, test_clean, steps, loaded)
+
+
+def _check_data_options(args: argparse.Namespace) -> None:
+    names = "|".join(sorted(PAPER_DATASETS))
+    if args.dataset and args.data:
+        raise UsageError(
+            f"--data and --dataset both name training data; use --data DIR for a folder of images, or --dataset "
+            f"{args.dataset} --data-root DIR"
+        )
+    if args.dataset and not args.data_root:
+        folder = PAPER_DATASETS[args.dataset].folder
+        holding = f"the folder holding {folder}/" if folder else "the folder holding Urban100_HR/ or its PNGs"
+        raise UsageError(f"--dataset {args.dataset} needs --data-root DIR, {holding} (nothing is downloaded)")
+    if args.data_root and not args.dataset:
+        raise UsageError(f"--data-root is where --dataset is read from; add --dataset {names}, or use --data DIR")
+    if args.limit and not args.dataset:
+        raise UsageError(f"--limit caps the images of --dataset; add --dataset {names} --data-root DIR, or drop it")
+
+
+def _read_dataset(args: argparse.Namespace, colour: str) -> tuple[list[torch.Tensor], str, torch.Tensor, str]:
+    """``--dataset``: the training images, their description, the evaluation crops and theirs."""
+    spec = PAPER_DATASETS[args.dataset]
+    try:
+        train = paper_dataset(args.dataset, args.data_root, "train")
+        test = paper_dataset(args.dataset, args.data_root, spec.test_split)
+    except (FileNotFoundError, ValueError) as error:
+        raise UsageError(f"--data-root {error}") from None
+    count = len(train) if args.limit is None else min(args.limit, len(train))
+    try:
+        _check_memory(args, train, count)
+        images = take_images(train, args.channels, count)
+        test_images = take_images(test, args.channels, EVAL_CROPS)
+    except ValueError as error:
+        raise UsageError(f"--data-root {args.data_root}: {error}") from None
+    what = f"the {spec.title} images"
+    _check_crop_size(args, images, what)
+    _check_crop_size(args, test_images, f"{what} of its {spec.test_split} split")
+    # crop j from test image j (mod their number), at a position fixed by its index
+    test_clean = torch.stack(
+        [ImageCrops([test_images[j % len(test_images)]], args.size, 1, seed=2 + j)[0] for j in range(EVAL_CROPS)]
+    )
+    subset = f"the first {count} of {len(train)}" if count < len(train) else f"all {count}"
+    source = (
+        f"{subset} {spec.title} training images in {args.data_root} ({_sizes(images)}, stored as RGB"
+        f"{'' if args.channels == 3 else f', converted to {colour}; --channels 3 keeps the colour'})"
+    )
+    first = f"the first {len(test_images)}" if len(test_images) < len(test) else f"all {len(test_images)}"
+    evaluated = f"{first} {spec.title} {spec.test_split} images, never trained on"
+    return images, source, test_clean, evaluated
+
+
+def _physical_memory() -> int | None:
+    """This machine's memory in bytes, or ``None`` where the system does not say (``os.sysconf``)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _check_memory(args: argparse.Namespace, train: torch.utils.data.Dataset, count: int) -> None:
+    """Refuse to load more training images than half this machine's memory holds as float32 (the first one's size)."""
+    memory = _physical_memory()
+    if memory is None:
+        return
+    per_image = 4 * args.channels * math.prod(train[0].shape[-2:])
+    if count * per_image > memory / 2:
+        fits = max(1, int(memory / 2 // per_image))
+        raise UsageError(
+            f"--dataset {args.dataset}: {count} training images take about {count * per_image / 1e9:.1f} GB as "
+            f"float32, more than half this machine's {memory / 1e9:.1f} GB; use --limit {fits} or fewer"
+        )
 
 
 def _read_data(folder: Path) -> list[torch.Tensor]:
