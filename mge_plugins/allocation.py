@@ -39,8 +39,11 @@ from .strategies import StepPlan, Strategy
 __all__ = [
     "AdaptiveMGEStrategy",
     "Allocation",
+    "Diagnosis",
     "LevelVariances",
+    "allocation_at",
     "diagnose",
+    "diagnosis",
     "measure_level_variances",
     "optimal_allocation",
 ]
@@ -97,6 +100,7 @@ class Allocation:
         """Plain data for logs."""
         data = asdict(self)
         data["batch_sizes"] = list(self.batch_sizes)
+        data["levels"] = self.levels
         data["variance_ratio"] = self.variance_ratio
         return data
 
@@ -194,6 +198,30 @@ def _allocate(variances: Sequence[float], costs: Sequence[float], budget: float,
     return tuple(sizes), variance, cost, capped
 
 
+def allocation_at(
+    measured: LevelVariances,
+    costs: Sequence[float],
+    budget: float,
+    levels: int,
+    *,
+    bound: int | None = None,
+) -> Allocation:
+    """The per-term sizes of least variance for a budget with exactly ``levels`` coarser levels.
+
+    Args:
+        measured: per-level variances.
+        costs: per-sample cost of one pass at each level (FLOPs, seconds or pixel fractions).
+        budget: cost of one step, in the units of ``costs``.
+        levels: coarser levels ``K`` (``0``: plain SGD).
+        bound: largest term size (the loaded batch, for nested terms); terms are capped there.
+    """
+    if not 0 <= levels < len(measured.plain):
+        raise ValueError(f"levels must be in 0..{len(measured.plain) - 1} (the measured ones), got {levels}")
+    sizes, variance, cost, capped = _allocate(measured.term_variances(levels), term_costs(costs, levels), budget, bound)
+    single_variance = measured.plain[0] * costs[0] / cost
+    return Allocation(sizes, variance, cost, single_variance, capped)
+
+
 def optimal_allocation(
     measured: LevelVariances,
     costs: Sequence[float],
@@ -215,17 +243,8 @@ def optimal_allocation(
         The :class:`Allocation` of least predicted variance per unit cost over ``K = 0..max_levels``.
     """
     deepest = len(measured.plain) - 1 if max_levels is None else min(max_levels, len(measured.plain) - 1)
-    single_variance = measured.plain[0] * costs[0] / budget
-    best: Allocation | None = None
-    for levels in range(deepest + 1):
-        sizes, variance, cost, capped = _allocate(
-            measured.term_variances(levels), term_costs(costs, levels), budget, bound
-        )
-        candidate = Allocation(sizes, variance, cost, single_variance * budget / cost, capped)
-        if best is None or candidate.variance * candidate.cost < best.variance * best.cost:
-            best = candidate
-    assert best is not None
-    return best
+    candidates = [allocation_at(measured, costs, budget, k, bound=bound) for k in range(deepest + 1)]
+    return min(candidates, key=lambda a: a.variance * a.cost)  # the first of equals: fewer levels win ties
 
 
 class AdaptiveMGEStrategy(Strategy):
@@ -356,6 +375,120 @@ class AdaptiveMGEStrategy(Strategy):
         self.history = [dict(entry) for entry in state.get("history", [])]
 
 
+@dataclass(frozen=True)
+class Diagnosis:
+    """What :func:`diagnosis` measured and chose: does MGE pay on this model and data?
+
+    Attributes:
+        measured: the per-level gradient variances of the probe.
+        costs: per-sample cost of one pass (forward and backward) at each level ``0..K``.
+        loaded: samples in the loaded batch; the budget is one single-scale step of them.
+        candidates: the least-variance allocation with exactly ``k`` coarser levels, ``k = 0..K``
+            (``candidates[0]`` is plain SGD, variance x cost ratio 1).
+        best: the candidate of least variance x cost (plain SGD when no level pays).
+    """
+
+    measured: LevelVariances
+    costs: tuple[float, ...]
+    loaded: int
+    candidates: tuple[Allocation, ...]
+    best: Allocation
+
+    @classmethod
+    def of(cls, measured: LevelVariances, costs: Sequence[float], loaded: int) -> Diagnosis:
+        """Allocate for a budget of ``loaded`` fine samples with the given per-level costs."""
+        costs = tuple(float(c) for c in costs[: len(measured.plain)])
+        if len(costs) < len(measured.plain):
+            raise ValueError(
+                f"costs cover levels 0..{len(costs) - 1} but the variances reach level {len(measured.plain) - 1}; "
+                "give one cost per measured level"
+            )
+        budget = loaded * costs[0]
+        candidates = tuple(allocation_at(measured, costs, budget, k, bound=loaded) for k in range(len(measured.plain)))
+        return cls(measured, costs, loaded, candidates, min(candidates, key=lambda a: a.variance * a.cost))
+
+    def with_costs(self, costs: Sequence[float]) -> Diagnosis:
+        """The same variances allocated with other per-level costs (e.g. measured seconds instead of FLOPs)."""
+        return Diagnosis.of(self.measured, costs, self.loaded)
+
+    @property
+    def pays(self) -> bool:
+        """Whether some allocation with coarser levels beats plain SGD's variance x cost."""
+        return self.best.levels > 0 and self.best.variance_ratio < 1
+
+    @property
+    def best_multiscale(self) -> Allocation | None:
+        """The least variance x cost among the candidates with at least one coarser level (``None`` for ``K = 0``)."""
+        multiscale = self.candidates[1:]
+        return min(multiscale, key=lambda a: a.variance * a.cost) if multiscale else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for logs and JSON."""
+        return {
+            "loaded": self.loaded,
+            "samples": self.measured.samples,
+            "levels": len(self.measured.plain) - 1,
+            "plain_variances": list(self.measured.plain),
+            "difference_variances": list(self.measured.difference),
+            "costs": list(self.costs),
+            "candidates": [a.to_dict() for a in self.candidates],
+            "best": self.best.to_dict(),
+            "pays": self.pays,
+        }
+
+    def report(self) -> str:
+        """A plain-text table of the variances and costs per level, and the chosen allocation."""
+        levels = len(self.measured.plain) - 1
+        lines = [f"{'level':>5} {'V(grad l_k)':>14} {'V(diff to k+1)':>15} {'cost/sample':>12}"]
+        for k in range(levels + 1):
+            diff = f"{self.measured.difference[k]:15.4g}" if k < levels else f"{'':>15}"
+            lines.append(f"{k:>5} {self.measured.plain[k]:14.4g} {diff} {self.costs[k]:12.4g}")
+        best = self.best
+        verdict = "MGE pays" if self.pays else "plain SGD is best here"
+        lines.append(
+            f"allocation for a step of {self.loaded} fine samples' cost: {list(best.batch_sizes)} ({best.levels} "
+            f"levels); variance x cost {best.variance_ratio:.2f}x single-scale's: {verdict}"
+            + (" (the optimum wants more samples than a loaded batch holds)" if best.capped else "")
+        )
+        return "\n".join(lines)
+
+
+def diagnosis(
+    level_loss: Callable[[slice, int], torch.Tensor],
+    model: nn.Module,
+    *,
+    loaded: int,
+    levels: int,
+    samples: int = 8,
+    costs: Sequence[float] | None = None,
+    spatial_dims: int = 2,
+    generators: Sequence[torch.Generator] = (),
+) -> Diagnosis:
+    """Does MGE pay on this model and data? The measured ``V_k``, ``C_k`` and the allocation it would use.
+
+    Runs in about the time of ``samples x (levels + 1)`` forward and backward passes of one sample.
+    The budget is one single-scale step of the ``loaded`` samples; every number of coarser levels
+    ``0..levels`` is a candidate, plain SGD included.
+
+    Args:
+        level_loss: ``level_loss(indices, level)`` on a loaded batch of ``loaded`` samples (the one
+            the hosts build; for a plain loop, pose ``batch[indices]`` at ``level``).
+        model: the network, at the weights to diagnose (initial or trained: the answer changes).
+        loaded: samples in the loaded batch (the budget is one single-scale step of it).
+        levels: deepest level to consider.
+        samples: probe samples (at most ``loaded``).
+        costs: per-sample cost per level (FLOPs, seconds); pixel fractions ``2**(-d k)`` by default.
+        spatial_dims: 2 or 3, for the default costs.
+        generators: the host's own generators.
+
+    Returns:
+        The :class:`Diagnosis`; :meth:`Diagnosis.report` is :func:`diagnose`'s text.
+    """
+    measured = measure_level_variances(level_loss, model, min(samples, loaded), levels, generators)
+    costs = list(costs) if costs is not None else [pixel_fraction(k, spatial_dims) for k in range(levels + 1)]
+    return Diagnosis.of(measured, costs, loaded)
+
+
 def diagnose(
     level_loss: Callable[[slice, int], torch.Tensor],
     model: nn.Module,
@@ -370,6 +503,7 @@ def diagnose(
     """Does MGE pay on this model and data? A table of ``V_k``, ``C_k`` and the allocation it would use.
 
     Runs in about the time of ``samples x (levels + 1)`` forward and backward passes of one sample.
+    ``mge-bench diagnose`` does the same from the command line, for a bundled task or your own trainer.
 
     Args:
         level_loss: ``level_loss(indices, level)`` on a loaded batch of ``loaded`` samples (the one
@@ -386,17 +520,13 @@ def diagnose(
         A plain-text report: per level ``V(grad l_k)``, ``V(grad l_k - grad l_{k+1})``, ``C_k``; the
         chosen sizes; their variance x cost against single-scale SGD at equal cost.
     """
-    measured = measure_level_variances(level_loss, model, min(samples, loaded), levels, generators)
-    costs = list(costs) if costs is not None else [pixel_fraction(k, spatial_dims) for k in range(levels + 1)]
-    best = optimal_allocation(measured, costs, budget=loaded * costs[0], bound=loaded)
-    lines = [f"{'level':>5} {'V(grad l_k)':>14} {'V(diff to k+1)':>15} {'cost/sample':>12}"]
-    for k in range(levels + 1):
-        diff = f"{measured.difference[k]:15.4g}" if k < levels else f"{'':>15}"
-        lines.append(f"{k:>5} {measured.plain[k]:14.4g} {diff} {costs[k]:12.4g}")
-    verdict = "MGE pays" if best.levels > 0 and best.variance_ratio < 1 else "plain SGD is best here"
-    lines.append(
-        f"allocation for a step of {loaded} fine samples' cost: {list(best.batch_sizes)} ({best.levels} levels); "
-        f"variance x cost {best.variance_ratio:.2f}x single-scale's: {verdict}"
-        + (" (the optimum wants more samples than a loaded batch holds)" if best.capped else "")
-    )
-    return "\n".join(lines)
+    return diagnosis(
+        level_loss,
+        model,
+        loaded=loaded,
+        levels=levels,
+        samples=samples,
+        costs=costs,
+        spatial_dims=spatial_dims,
+        generators=generators,
+    ).report()
