@@ -38,6 +38,10 @@ Trains the same network on the same crops with single-scale SGD, MGE, Full-Multi
 resizing and single-scale with random-resized crops, one after another in this process, on a common
 FLOP budget F (single-scale's run of --steps steps), and writes report.json (every figure),
 report.md (the tables) and TASK.png (quality against FLOPs and wall-clock) under --out.
+
+mge-bench diagnose (--task TASK | --from module:function) answers "does MGE pay on my model and
+data?" in about a minute: per-level gradient variances and costs, the per-term batches it would use
+and a verdict (mge-bench diagnose --help).
 """
 
 _OVERRIDES: dict[str, tuple[Any, str]] = {
@@ -175,12 +179,17 @@ def run_benchmark(settings: BenchSettings, out: Path, command: str) -> dict[str,
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of ``mge-bench``.
+    """Entry point of ``mge-bench`` (``mge-bench diagnose ...`` runs :func:`mge_bench.diagnose_cli.main`).
 
     Args:
         argv: command-line arguments (default: ``sys.argv[1:]``).
     """
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["diagnose"]:
+        from .diagnose_cli import main as diagnose
+
+        diagnose(argv[1:])
+        return
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

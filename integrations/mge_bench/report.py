@@ -6,7 +6,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["REPORT_SCHEMA", "SCHEMA_VERSION", "baseline_line", "markdown_report", "validate_report"]
+__all__ = ["REPORT_SCHEMA", "SCHEMA_VERSION", "baseline_line", "markdown_report", "validate_against", "validate_report"]
 
 SCHEMA_VERSION = "mge-bench/1"
 
@@ -82,6 +82,20 @@ def _check(value: Any, schema: Any, path: str) -> None:
             raise ValueError(f"{path}: expected {names}, got {value!r}")
         if isinstance(value, float) and not math.isfinite(value):
             raise ValueError(f"{path}: {value} is not finite")
+
+
+def validate_against(value: Any, schema: Any, name: str) -> None:
+    """Check ``value`` against a schema in the notation of :data:`REPORT_SCHEMA`.
+
+    Args:
+        value: the data.
+        schema: the layout it must have.
+        name: the name the error's path starts with.
+
+    Raises:
+        ValueError: naming the path of the first missing or ill-typed entry.
+    """
+    _check(value, schema, name)
 
 
 def validate_report(report: Mapping[str, Any]) -> None:
