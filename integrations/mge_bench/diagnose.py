@@ -26,6 +26,7 @@ from mge_plugins.allocation import Allocation, Diagnosis, diagnosis
 from mge_plugins.checks import check_network, warn_batchnorm
 from mge_plugins.cost import measure_level_flops
 from mge_plugins.coupling import CoupledRandomness
+from mge_plugins.diagnostics import LoadMonitor, LoadReport
 from mge_plugins.meshfree import at_level
 from mge_plugins.strategies import fit_levels
 
@@ -70,6 +71,7 @@ class DiagnosisResult:
         requested_levels: the levels asked for; ``levels_note`` says why fewer were used.
         levels_note: why the levels were reduced, or ``None``.
         elapsed: seconds the diagnosis took.
+        load: the machine's load while the seconds were timed (they hold only on a quiet machine).
     """
 
     probe: Probe
@@ -81,6 +83,7 @@ class DiagnosisResult:
     requested_levels: int
     levels_note: str | None
     elapsed: float
+    load: LoadReport
 
     @property
     def levels(self) -> int:
@@ -241,9 +244,10 @@ def run_diagnosis(
         passes.phase = "FLOPs"
         flops = measure_level_flops(level_loss, slice(0, 1), fitted, probe.model.parameters())
         passes.phase = "timing"
-        seconds = measure_level_seconds(
-            level_loss, probe.model, samples, fitted, repeats=repeats, generators=probe.generators
-        )
+        with LoadMonitor(interval=1.0) as monitor:
+            seconds = measure_level_seconds(
+                level_loss, probe.model, samples, fitted, repeats=repeats, generators=probe.generators
+            )
         passes.phase = "variances"
         costs = {"flops": flops, "seconds": seconds}
         chosen = diagnosis(
@@ -259,7 +263,16 @@ def run_diagnosis(
         passes.close()
     other = chosen.with_costs(costs["seconds" if cost == "flops" else "flops"])
     return DiagnosisResult(
-        probe, chosen, other, tuple(flops), tuple(seconds), cost, requested, reason, time.perf_counter() - started
+        probe,
+        chosen,
+        other,
+        tuple(flops),
+        tuple(seconds),
+        cost,
+        requested,
+        reason,
+        time.perf_counter() - started,
+        monitor.report(),
     )
 
 
@@ -343,6 +356,11 @@ def format_diagnosis(result: DiagnosisResult) -> str:
     )
     if other.levels == 0 and other_multiscale is not None:
         legend += f" ({other_multiscale.variance_ratio:.2f}x at best with coarser levels)"
+    if not result.load.quiet:
+        legend += (
+            f". The machine was loaded while the seconds were timed (load average up to {result.load.peak:.1f} on "
+            f"{result.load.cores} cores): they do not measure this network, the FLOPs do"
+        )
     lines += ["", *textwrap.wrap(legend + ".", width=WIDTH)]
     lines += ["", verdict(result)]
     return "\n".join(lines)
@@ -384,7 +402,11 @@ DIAGNOSIS_SCHEMA: dict[str, Any] = {
     "pays": bool,
     "verdict": str,
     "seconds": _NUMBER,
-    "machine": {"device": str, "torch": str},
+    "machine": {
+        "device": str,
+        "torch": str,
+        "load": {"cores": int, "peak_load": _NUMBER, "samples": int, "quiet": bool},
+    },
 }
 """The ``--json`` file's layout (the notation of :data:`mge_bench.report.REPORT_SCHEMA`)."""
 
@@ -426,7 +448,7 @@ def diagnosis_json(result: DiagnosisResult, command: str) -> dict[str, Any]:
         "pays": chosen.pays,
         "verdict": verdict(result),
         "seconds": result.elapsed,
-        "machine": {"device": device, "torch": torch.__version__},
+        "machine": {"device": device, "torch": torch.__version__, "load": result.load.to_dict()},
     }
     validate_diagnosis(data)
     return data

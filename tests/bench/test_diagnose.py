@@ -264,6 +264,7 @@ def test_json_follows_the_schema_and_the_validator_can_fail(capsys, tmp_path: Pa
     assert data["verdict"] == out.strip().splitlines()[-3]  # then a blank line and "wrote ..."
     assert len(data["per_level"]) == data["levels"] + 1 == 3
     assert data["per_level"][-1]["difference_variance"] is None
+    assert data["machine"]["load"]["cores"] >= 1 and isinstance(data["machine"]["load"]["quiet"], bool)
     best = data["allocation"]
     assert min(data["candidates"], key=lambda a: a["variance"] * a["cost"]) == best
     broken = dict(data)
