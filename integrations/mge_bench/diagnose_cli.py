@@ -172,7 +172,11 @@ def load_from(spec: str) -> Any:
     module = _import(spec, target)
     function = getattr(module, name, None)
     if function is None:
-        defined = sorted(k for k, v in vars(module).items() if callable(v) and not k.startswith("_"))
+        defined = sorted(
+            k
+            for k, v in vars(module).items()
+            if callable(v) and not k.startswith("_") and getattr(v, "__module__", None) == module.__name__
+        )
         listed = f" (it defines: {', '.join(defined[:8])}{', ...' if len(defined) > 8 else ''})" if defined else ""
         raise DiagnoseError(f"--from {spec}: {target} has no {name!r}{listed}")
     if not callable(function):
@@ -223,7 +227,10 @@ def task_probe(args: argparse.Namespace) -> Probe:
     images = bundled_images(TRAIN_IMAGES, channels)
     smallest = min(int(min(im.shape[-2:])) for im in images)
     if args.size > smallest:
-        raise DiagnoseError(f"--size {args.size} is larger than the bundled photographs ({smallest} px); use less")
+        raise DiagnoseError(
+            f"--size {args.size} is larger than the bundled photographs: the smallest is {smallest} px on a side; "
+            f"use --size {smallest} or less"
+        )
     crops = ImageCrops(images, args.size, args.batch_size, seed=args.seed)
     loader = torch.utils.data.DataLoader(DictSamples(crops), batch_size=args.batch_size)
     with warnings.catch_warnings():
@@ -255,7 +262,8 @@ def _object_probe(args: argparse.Namespace) -> Probe:
         if value != default
     ]
     if given:
-        raise DiagnoseError(f"{', '.join(given)} apply to --task only; with --from, your function builds the model")
+        verb = "applies" if len(given) == 1 else "apply"
+        raise DiagnoseError(f"{', '.join(given)} {verb} to --task only; with --from, your function builds the model")
     torch.manual_seed(args.seed)
     obj = load_from(args.source)
     try:

@@ -11,8 +11,10 @@
 - a plain ``(model, level_loss, batch)`` triple, where ``level_loss(batch, level)`` is the mean loss
   of a (sliced) batch posed at ``level``, the contract of :func:`mge_plugins.mge_backward`.
 
-The trainer given is not changed: the probe works on a shallow copy of it (its model, data and
-physics are shared, so the model's weights are the ones diagnosed).
+The probe works on a shallow copy of the trainer, so the trainer's own attributes stay as they
+were. Its model, loaders and physics are shared: the model's weights are the ones diagnosed (a
+deepinv ``ckpt_pretrained`` is loaded into it), the model is left in training mode, and a physics
+operator is updated with the probe batch's parameters, as a training step would update it.
 """
 
 from __future__ import annotations
@@ -186,7 +188,7 @@ def deepinv_probe(trainer: Any, levels: int | None = None) -> Probe:
     ``ckpt_pretrained`` is loaded, so a checkpoint's weights are diagnosed.
 
     Args:
-        trainer: the trainer (left unchanged; its model, loaders and physics are used as they are).
+        trainer: the trainer (its attributes are left as they are; its model, loaders and physics are used).
         levels: levels to diagnose (default: the trainer's ``levels``, else 2).
 
     Raises:
@@ -253,7 +255,7 @@ def monai_probe(engine: Any, levels: int | None = None) -> Probe:
     ``inferer`` and ``loss_function``.
 
     Args:
-        engine: the trainer (left unchanged).
+        engine: the trainer (its attributes are left as they are; its network and loader are used).
         levels: levels to diagnose (default: the iteration's ``levels``, else 2).
     """
     from mge_monai import MultiscaleIteration
