@@ -15,7 +15,6 @@ from mge_bench.probes import probe_of
 from torch import nn
 
 from mge_plugins import restrict
-from mge_plugins.allocation import Diagnosis, LevelVariances, optimal_allocation
 
 
 def smooth(n: int = 16, size: int = 16, seed: int = 0) -> torch.Tensor:
@@ -233,15 +232,6 @@ def test_the_negative_control_on_the_command_line(capsys, tmp_path: Path) -> Non
     data = json.loads((tmp_path / "d.json").read_text())
     assert data["pays"] is False and data["allocation"]["levels"] == 0 and data["allocation"]["batch_sizes"] == [16]
     assert [row["batch_size"] for row in data["per_level"]] == [16, None, None]
-
-
-def test_the_diagnosis_allocates_as_the_core_does() -> None:
-    measured = LevelVariances(plain=(4.0, 3.0, 2.0), difference=(0.1, 0.2), samples=8)
-    costs = (1.0, 0.25, 0.0625)
-    diagnosis = Diagnosis.of(measured, costs, loaded=16)
-    assert diagnosis.best == optimal_allocation(measured, costs, budget=16.0, bound=16)
-    assert diagnosis.candidates[0].batch_sizes == (16,) and diagnosis.candidates[0].variance_ratio == 1.0
-    assert [a.levels for a in diagnosis.candidates] == [0, 1, 2]
 
 
 # --- the JSON and the bundled tasks -------------------------------------------------------------

@@ -144,3 +144,22 @@ def test_diagnose_reports_the_variances_and_the_allocation() -> None:
     report = diagnose(level_loss, model, loaded=16, levels=2)
     assert report.count("\n") == 4 and "V(diff to k+1)" in report
     assert "2 levels" in report and "MGE pays" in report
+
+
+def test_the_diagnosis_compares_every_number_of_levels_as_optimal_allocation_does() -> None:
+    from mge_plugins.allocation import Diagnosis, allocation_at
+
+    measured = LevelVariances(plain=(4.0, 3.0, 2.0), difference=(0.1, 0.2), samples=8)
+    diagnosis = Diagnosis.of(measured, COSTS, loaded=16)
+    assert diagnosis.best == optimal_allocation(measured, COSTS, budget=16 * COSTS[0], bound=16)
+    assert [a.levels for a in diagnosis.candidates] == [0, 1, 2]
+    plain = diagnosis.candidates[0]
+    assert plain.batch_sizes == (16,) and plain.variance_ratio == 1.0  # K = 0 is plain SGD, exactly
+    assert diagnosis.candidates[2] == allocation_at(measured, COSTS, 16 * COSTS[0], 2, bound=16)
+    assert diagnosis.pays and diagnosis.best_multiscale == diagnosis.best
+    # the same variances at costs where coarse passes cost as much as fine ones: no level pays
+    flat = diagnosis.with_costs([1.0, 1.0, 1.0])
+    assert flat.measured == measured and not flat.pays and flat.best.levels == 0
+    assert flat.best_multiscale is not None and flat.best_multiscale.variance_ratio > 1
+    with pytest.raises(ValueError, match="give one cost per measured level"):
+        diagnosis.with_costs([1.0, 0.25])
