@@ -57,11 +57,15 @@ class LevelVariances:
         plain: ``V(grad l_k)`` for ``k = 0..K`` (trace of the covariance over the probe samples).
         difference: ``V(grad l_k - grad l_{k+1})`` for ``k = 0..K-1``.
         samples: probe samples used.
+        resampled: the same variances over bootstrap resamples of the probe samples (drawn with
+            replacement), when :func:`measure_level_variances` was asked for them: how much the
+            figures would move with another probe of the same size.
     """
 
     plain: tuple[float, ...]
     difference: tuple[float, ...]
     samples: int
+    resampled: tuple[LevelVariances, ...] = ()
 
     def term_variances(self, levels: int) -> tuple[float, ...]:
         """``V_k`` of the terms of an MGE step with ``levels`` coarser levels."""
@@ -142,12 +146,48 @@ def _variance(vectors: torch.Tensor) -> float:
     return float(centred.pow(2).sum() / max(1, vectors.shape[0] - 1))
 
 
+def _trace_covariance(gram: torch.Tensor, rows: torch.Tensor) -> float:
+    """Unbiased trace of the covariance of the vectors ``rows`` (with repeats) from their Gram matrix."""
+    sub = gram[rows][:, rows]
+    m = len(rows)
+    return float((sub.diagonal().sum() - sub.sum() / m) / max(1, m - 1))
+
+
+def _resampled_variances(grads: torch.Tensor, resamples: int, seed: int) -> tuple[LevelVariances, ...]:
+    """:class:`LevelVariances` of ``resamples`` bootstrap resamples of the rows of ``grads`` ``(n, K + 1, P)``.
+
+    Every resample is read from the ``n x n`` Gram matrices of the levels and of their differences,
+    so it costs ``O(n^2)``, not a pass over the parameters.
+    """
+    n, deepest = grads.shape[0], grads.shape[1] - 1
+    plain = [grads[:, k] @ grads[:, k].T for k in range(deepest + 1)]
+    difference = []
+    for k in range(deepest):
+        d = grads[:, k] - grads[:, k + 1]
+        difference.append(d @ d.T)
+    generator = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(resamples):
+        rows = torch.randint(n, (n,), generator=generator)
+        out.append(
+            LevelVariances(
+                tuple(_trace_covariance(g, rows) for g in plain),
+                tuple(_trace_covariance(g, rows) for g in difference),
+                n,
+            )
+        )
+    return tuple(out)
+
+
 def measure_level_variances(
     level_loss: Callable[[slice, int], torch.Tensor],
     model: nn.Module,
     samples: int,
     levels: int,
     generators: Sequence[torch.Generator] = (),
+    *,
+    resamples: int = 0,
+    seed: int = 0,
 ) -> LevelVariances:
     """Measure :class:`LevelVariances` from per-sample gradients of the first ``samples`` samples.
 
@@ -161,6 +201,9 @@ def measure_level_variances(
         samples: probe samples (at least 2).
         levels: deepest level ``K``.
         generators: the host's own generators besides PyTorch's.
+        resamples: bootstrap resamples of the probe samples to keep in
+            :attr:`LevelVariances.resampled` (no extra passes: they are read from the same gradients).
+        seed: seed of the resampling (its own generator: PyTorch's stream is not touched).
 
     Example:
         >>> from mge_plugins import restrict
@@ -179,7 +222,8 @@ def measure_level_variances(
     grads = _per_sample_gradients(level_loss, params, samples, levels, generators)
     plain = tuple(_variance(grads[:, k]) for k in range(levels + 1))
     difference = tuple(_variance(grads[:, k] - grads[:, k + 1]) for k in range(levels))
-    return LevelVariances(plain, difference, samples)
+    resampled = _resampled_variances(grads, resamples, seed) if resamples else ()
+    return LevelVariances(plain, difference, samples, resampled)
 
 
 def term_costs(costs: Sequence[float], levels: int) -> tuple[float, ...]:
@@ -386,6 +430,8 @@ class Diagnosis:
         candidates: the least-variance allocation with exactly ``k`` coarser levels, ``k = 0..K``
             (``candidates[0]`` is plain SGD, variance x cost ratio 1).
         best: the candidate of least variance x cost (plain SGD when no level pays).
+        resampled_ratios: the variance x cost ratio of the best allocation with coarser levels for
+            each bootstrap resample in ``measured.resampled``, sorted (empty without resamples).
     """
 
     measured: LevelVariances
@@ -393,6 +439,7 @@ class Diagnosis:
     loaded: int
     candidates: tuple[Allocation, ...]
     best: Allocation
+    resampled_ratios: tuple[float, ...] = ()
 
     @classmethod
     def of(cls, measured: LevelVariances, costs: Sequence[float], loaded: int) -> Diagnosis:
@@ -405,7 +452,14 @@ class Diagnosis:
             )
         budget = loaded * costs[0]
         candidates = tuple(allocation_at(measured, costs, budget, k, bound=loaded) for k in range(len(measured.plain)))
-        return cls(measured, costs, loaded, candidates, min(candidates, key=lambda a: a.variance * a.cost))
+        ratios = []
+        for resample in measured.resampled if len(costs) > 1 else ():
+            multiscale = [allocation_at(resample, costs, budget, k, bound=loaded) for k in range(1, len(costs))]
+            ratio = min(multiscale, key=lambda a: a.variance * a.cost).variance_ratio
+            if math.isfinite(ratio):  # a resample of one repeated sample has no variance at all
+                ratios.append(ratio)
+        best = min(candidates, key=lambda a: a.variance * a.cost)
+        return cls(measured, costs, loaded, candidates, best, tuple(sorted(ratios)))
 
     def with_costs(self, costs: Sequence[float]) -> Diagnosis:
         """The same variances allocated with other per-level costs (e.g. measured seconds instead of FLOPs)."""
@@ -415,6 +469,22 @@ class Diagnosis:
     def pays(self) -> bool:
         """Whether some allocation with coarser levels beats plain SGD's variance x cost."""
         return self.best.levels > 0 and self.best.variance_ratio < 1
+
+    def ratio_interval(self, coverage: float = 0.8) -> tuple[float, float] | None:
+        """The central ``coverage`` share of :attr:`resampled_ratios`, or ``None`` without resamples."""
+        ratios = self.resampled_ratios
+        if not ratios:
+            return None
+        cut = round((1 - coverage) / 2 * len(ratios), 9)  # resamples left out at each end (rounding noise removed)
+        low = ratios[min(len(ratios) - 1, math.floor(cut))]
+        high = ratios[max(0, math.ceil(len(ratios) - cut) - 1)]
+        return low, high
+
+    @property
+    def pays_share(self) -> float | None:
+        """The share of bootstrap resamples in which some allocation with coarser levels beats plain SGD."""
+        ratios = self.resampled_ratios
+        return sum(r < 1 for r in ratios) / len(ratios) if ratios else None
 
     @property
     def best_multiscale(self) -> Allocation | None:
@@ -434,6 +504,7 @@ class Diagnosis:
             "candidates": [a.to_dict() for a in self.candidates],
             "best": self.best.to_dict(),
             "pays": self.pays,
+            "resampled_ratios": list(self.resampled_ratios),
         }
 
     def report(self) -> str:
@@ -450,6 +521,12 @@ class Diagnosis:
             f"levels); variance x cost {best.variance_ratio:.2f}x single-scale's: {verdict}"
             + (" (the optimum wants more samples than a loaded batch holds)" if best.capped else "")
         )
+        interval = self.ratio_interval()
+        if interval is not None:
+            lines[-1] += (
+                f"; best with coarser levels {interval[0]:.2f}-{interval[1]:.2f}x in 80 % of resamples of the "
+                f"{self.measured.samples} probe samples"
+            )
         return "\n".join(lines)
 
 
@@ -463,6 +540,8 @@ def diagnosis(
     costs: Sequence[float] | None = None,
     spatial_dims: int = 2,
     generators: Sequence[torch.Generator] = (),
+    resamples: int = 200,
+    seed: int = 0,
 ) -> Diagnosis:
     """Does MGE pay on this model and data? The measured ``V_k``, ``C_k`` and the allocation it would use.
 
@@ -480,11 +559,16 @@ def diagnosis(
         costs: per-sample cost per level (FLOPs, seconds); pixel fractions ``2**(-d k)`` by default.
         spatial_dims: 2 or 3, for the default costs.
         generators: the host's own generators.
+        resamples: bootstrap resamples of the probe samples, for :meth:`Diagnosis.ratio_interval`
+            (read from the same gradients, no extra passes).
+        seed: seed of the resampling.
 
     Returns:
         The :class:`Diagnosis`; :meth:`Diagnosis.report` is :func:`diagnose`'s text.
     """
-    measured = measure_level_variances(level_loss, model, min(samples, loaded), levels, generators)
+    measured = measure_level_variances(
+        level_loss, model, min(samples, loaded), levels, generators, resamples=resamples, seed=seed
+    )
     costs = list(costs) if costs is not None else [pixel_fraction(k, spatial_dims) for k in range(levels + 1)]
     return Diagnosis.of(measured, costs, loaded)
 

@@ -204,6 +204,8 @@ def run_diagnosis(
     samples: int = 8,
     cost: str = "flops",
     repeats: int = 3,
+    resamples: int = 200,
+    seed: int = 0,
     progress_after: float = PROGRESS_AFTER,
 ) -> DiagnosisResult:
     """Fit the levels, measure ``C_k`` (FLOPs and seconds) and ``V_k``, and allocate by ``cost``.
@@ -217,6 +219,8 @@ def run_diagnosis(
         samples: probe samples for the variances and the timing (at most the loaded batch, at least 2).
         cost: ``"flops"`` or ``"seconds"``: what ``C_k`` is for the allocation.
         repeats: timed passes per level.
+        resamples: bootstrap resamples of the probe samples, for the spread of the verdict's ratio.
+        seed: seed of the resampling.
         progress_after: seconds after which progress is shown (on stderr).
 
     Raises:
@@ -242,7 +246,10 @@ def run_diagnosis(
         fitted, reason = _fit(probe, requested, level_loss)
         passes.total += (fitted - requested) * (samples + repeats + 2)
         passes.phase = "FLOPs"
+        rng = CoupledRandomness(list(probe.generators))
+        rng.capture()  # the FLOP probe leaves the random streams as they were, as the other measurements do
         flops = measure_level_flops(level_loss, slice(0, 1), fitted, probe.model.parameters())
+        rng.replay()
         passes.phase = "timing"
         with LoadMonitor(interval=1.0) as monitor:
             seconds = measure_level_seconds(
@@ -258,6 +265,8 @@ def run_diagnosis(
             samples=samples,
             costs=costs[cost],
             generators=probe.generators,
+            resamples=resamples,
+            seed=seed,
         )
     finally:
         passes.close()
@@ -292,15 +301,36 @@ def _describe(allocation: Allocation) -> str:
     return f"{levels} level{'s' if levels != 1 else ''} and per-term batches {list(allocation.batch_sizes)}"
 
 
+def _spread(result: DiagnosisResult) -> str:
+    """`` (0.35-0.50x in 80 % of resamples of the 8 probe samples)``, and whether that settles the verdict."""
+    chosen = result.diagnosis
+    interval = chosen.ratio_interval()
+    if interval is None:
+        return ""
+    low, high = interval
+    text = f" ({low:.2f}-{high:.2f}x in 80 % of resamples of the {chosen.measured.samples} probe samples"
+    if not low < 1 < high:
+        return text + ")"
+    if chosen.measured.samples < chosen.loaded:
+        more = f"--samples {chosen.loaded}"
+    elif result.probe.kind == "task":
+        more = f"--batch-size {2 * chosen.loaded}"
+    else:
+        more = "a larger loaded batch"
+    share = 100 * (chosen.pays_share or 0.0)
+    return text + f", MGE ahead in {share:.0f} % of them: not settled; rerun with {more})"
+
+
 def verdict(result: DiagnosisResult) -> str:
-    """One line: does MGE pay here, by how much, and what to train with."""
+    """One line: does MGE pay here, by how much (and how surely), and what to train with."""
     chosen = result.diagnosis
     equal = "at equal FLOPs" if result.cost_basis == "flops" else "at equal wall-clock"
     if chosen.pays:
         best = chosen.best
         return (
-            f"MGE pays: variance x cost {best.variance_ratio:.2f}x single-scale's {equal}, with {_describe(best)}; "
-            "train with strategy='mge', allocation='adaptive' (it re-measures this as the network learns)"
+            f"MGE pays: variance x cost {best.variance_ratio:.2f}x single-scale's {equal}{_spread(result)}, with "
+            f"{_describe(best)}; train with strategy='mge', allocation='adaptive' (it re-measures this as the "
+            "network learns)"
         )
     alternative = (
         "train single-scale (strategy='single'), or coarse-to-fine without MGE terms "
@@ -312,7 +342,8 @@ def verdict(result: DiagnosisResult) -> str:
         return f"MGE cannot run here: no coarser level ({why}); {alternative}"
     return (
         f"MGE does not pay here ({multiscale.variance_ratio:.2f}x): its best allocation {equal}, "
-        f"{_describe(multiscale)}, has {multiscale.variance_ratio:.2f}x single-scale's variance x cost; {alternative}"
+        f"{_describe(multiscale)}, has {multiscale.variance_ratio:.2f}x single-scale's variance x cost"
+        f"{_spread(result)}; {alternative}"
     )
 
 
@@ -323,7 +354,8 @@ def format_diagnosis(result: DiagnosisResult) -> str:
     best = chosen.best
     lines = [
         f"probe: {result.probe.description}",
-        f"loaded batch {chosen.loaded}, {measured.samples} probe samples, levels 0..{result.levels}"
+        f"loaded batch {chosen.loaded}, {measured.samples} probe samples ({len(measured.resampled)} bootstrap "
+        f"resamples), levels 0..{result.levels}"
         + (f" (not {result.requested_levels}: {result.levels_note})" if result.levels_note else "")
         + f", {result.elapsed:.1f} s",
         "",
@@ -400,6 +432,9 @@ DIAGNOSIS_SCHEMA: dict[str, Any] = {
     "candidates": [_ALLOCATION],
     "other_basis": {"cost_basis": str, "allocation": _ALLOCATION, "candidates": [_ALLOCATION]},
     "pays": bool,
+    "resamples": int,
+    "ratio_interval": (list, type(None)),
+    "pays_share": (int, float, type(None)),
     "verdict": str,
     "seconds": _NUMBER,
     "machine": {
@@ -446,6 +481,9 @@ def diagnosis_json(result: DiagnosisResult, command: str) -> dict[str, Any]:
             "candidates": [a.to_dict() for a in result.other.candidates],
         },
         "pays": chosen.pays,
+        "resamples": len(measured.resampled),
+        "ratio_interval": list(chosen.ratio_interval()) if chosen.ratio_interval() is not None else None,
+        "pays_share": chosen.pays_share,
         "verdict": verdict(result),
         "seconds": result.elapsed,
         "machine": {"device": device, "torch": torch.__version__, "load": result.load.to_dict()},

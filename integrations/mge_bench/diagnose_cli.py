@@ -77,12 +77,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--levels", type=nonnegative_int, metavar="N", help="deepest level to consider (default: the trainer's, else 2)"
     )
     parser.add_argument(
-        "--samples", type=positive_int, default=8, metavar="N", help="probe samples: per-sample gradients at each level"
+        "--samples",
+        type=positive_int,
+        default=16,
+        metavar="N",
+        help="probe samples, at most the loaded batch: per-sample gradients at each level",
     )
     parser.add_argument(
         "--cost", choices=COST_BASES, default="flops", help="what C_k is for the allocation (both are printed)"
     )
     parser.add_argument("--repeats", type=positive_int, default=3, metavar="N", help="timed passes per level")
+    parser.add_argument(
+        "--resamples",
+        type=nonnegative_int,
+        default=200,
+        metavar="N",
+        help="bootstrap resamples of the probe samples, for the spread of the ratio (no extra passes)",
+    )
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write every number to this JSON file")
     parser.add_argument("--seed", type=int, default=0, help="seed of the batch, its noise and initial weights")
     bundled = parser.add_argument_group("bundled tasks (--task)")
@@ -286,7 +297,15 @@ def main(argv: list[str] | None = None) -> None:
     try:
         probe = task_probe(args) if args.task else _object_probe(args)
         torch.manual_seed(args.seed)
-        result = run_diagnosis(probe, levels=args.levels, samples=args.samples, cost=args.cost, repeats=args.repeats)
+        result = run_diagnosis(
+            probe,
+            levels=args.levels,
+            samples=args.samples,
+            cost=args.cost,
+            repeats=args.repeats,
+            resamples=args.resamples,
+            seed=args.seed,
+        )
     except DiagnoseError as error:
         parser.error(str(error))
     except ValueError as error:  # the core's and the hosts' checks: one line naming the fix

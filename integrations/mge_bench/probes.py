@@ -71,11 +71,6 @@ class Probe:
     description: str = ""
     check: Callable[[int], None] | None = None
 
-    @property
-    def spatial_dims(self) -> int:
-        """2 or 3 (2 when the input's shape is not known)."""
-        return len(self.input_shape) - 2 if self.input_shape is not None and len(self.input_shape) in (4, 5) else 2
-
 
 def _is_deepinv_trainer(obj: Any) -> bool:
     try:

@@ -144,7 +144,7 @@ def table_rows(out: str) -> list[list[str]]:
 def test_a_deepinv_trainer_is_posed_as_multiscale_trainer_poses_it(capsys) -> None:
     out = run_cli(["--from", "tests.bench.test_diagnose:build_deepinv", "--samples", "4", "--repeats", "1"], capsys)
     assert "probe: Trainer with _Reconstructor on Denoising, coarse levels posed by physics" in out
-    assert "loaded batch 8, 4 probe samples, levels 0..2" in out
+    assert "loaded batch 8, 4 probe samples (200 bootstrap resamples), levels 0..2" in out
     rows = table_rows(out)
     assert [r[0] for r in rows] == ["0", "1", "2"]
     units = {"k": 1e3, "M": 1e6}
@@ -190,6 +190,7 @@ def test_a_plain_triple_from_a_file(capsys, tmp_path: Path) -> None:
     out = run_cli(["--from", f"{path}:build", "--samples", "8", "--repeats", "1"], capsys)
     assert "probe: Conv2d on a batch of 16" in out
     assert out.strip().splitlines()[-1].startswith("MGE pays: variance x cost")
+    assert "x in 80 % of resamples of the 8 probe samples" in out
 
 
 # --- the verdict --------------------------------------------------------------------------------

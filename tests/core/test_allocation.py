@@ -163,3 +163,42 @@ def test_the_diagnosis_compares_every_number_of_levels_as_optimal_allocation_doe
     assert flat.best_multiscale is not None and flat.best_multiscale.variance_ratio > 1
     with pytest.raises(ValueError, match="give one cost per measured level"):
         diagnosis.with_costs([1.0, 0.25])
+
+
+def test_bootstrap_resamples_are_the_variances_of_the_resampled_gradients() -> None:
+    from mge_plugins.allocation import _resampled_variances, _variance
+
+    grads = torch.randn(6, 3, 40, dtype=torch.float64)  # (samples, levels + 1, parameters)
+    resampled = _resampled_variances(grads, 5, seed=3)
+    generator = torch.Generator().manual_seed(3)
+    for measured in resampled:
+        rows = torch.randint(6, (6,), generator=generator)
+        picked = grads[rows]
+        assert measured.plain == pytest.approx([_variance(picked[:, k]) for k in range(3)], rel=1e-10)
+        expected = [_variance(picked[:, k] - picked[:, k + 1]) for k in range(2)]
+        assert measured.difference == pytest.approx(expected, rel=1e-10)
+    assert _resampled_variances(grads, 5, seed=3) == resampled  # seeded
+
+
+def test_the_diagnosis_spread_comes_from_the_resamples() -> None:
+    from mge_plugins.allocation import Diagnosis
+
+    model = nn.Conv2d(1, 1, 1)
+    images = smooth(16)
+
+    def level_loss(indices: slice, level: int) -> torch.Tensor:
+        x = restrict(images[indices], level)
+        return (model(x) - 0.5 * x).pow(2).mean()
+
+    state = torch.get_rng_state()
+    measured = measure_level_variances(level_loss, model, 8, 2, resamples=50)
+    assert torch.equal(torch.get_rng_state(), state)  # the resampling draws from its own generator
+    assert len(measured.resampled) == 50 and measured == measure_level_variances(level_loss, model, 8, 2, resamples=50)
+    diagnosis = Diagnosis.of(measured, COSTS, loaded=16)
+    low, high = diagnosis.ratio_interval()
+    assert low <= diagnosis.best_multiscale.variance_ratio <= high or diagnosis.pays_share in (0.0, 1.0)
+    assert (
+        list(diagnosis.resampled_ratios) == sorted(diagnosis.resampled_ratios) and len(diagnosis.resampled_ratios) == 50
+    )
+    assert diagnosis.pays_share == sum(r < 1 for r in diagnosis.resampled_ratios) / 50
+    assert Diagnosis.of(measure_level_variances(level_loss, model, 8, 2), COSTS, 16).ratio_interval() is None
