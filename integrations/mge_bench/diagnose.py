@@ -314,7 +314,7 @@ def _spread(result: DiagnosisResult) -> str:
     if chosen.measured.samples < chosen.loaded:
         more = f"--samples {chosen.loaded}"
     elif result.probe.kind == "task":
-        more = f"--batch-size {2 * chosen.loaded}"
+        more = f"--batch-size {2 * chosen.loaded} --samples {2 * chosen.loaded}"
     else:
         more = "a larger loaded batch"
     share = 100 * (chosen.pays_share or 0.0)

@@ -34,7 +34,9 @@ Does MGE pay on my model and data? Measures, on one loaded batch, per level k:
   C_k                          forward + backward cost per sample, in FLOPs and in seconds
 and the per-term batch sizes N_k ∝ sqrt(V_k / C_k) (the multilevel Monte Carlo rule) at the cost of
 one single-scale step of the loaded batch, choosing the number of levels too (K = 0 is plain SGD),
-then prints whether MGE beats single-scale SGD's variance x cost and what to train with.
+then prints whether MGE beats single-scale SGD's variance x cost and what to train with. The ratio
+is an estimate from --samples probe samples: its spread over bootstrap resamples of them is printed,
+and the verdict says when that spread does not settle it.
 
 What to diagnose:
   --task TASK          a bundled task (mge-train's data, operator and network; --checkpoint for trained weights)
