@@ -99,9 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write every number to this JSON file")
     parser.add_argument("--seed", type=int, default=0, help="seed of the batch, its noise and initial weights")
     bundled = parser.add_argument_group("bundled tasks (--task)")
-    bundled.add_argument(
-        "--network", choices=NETWORKS, help="the network (default: dncnn, or the checkpoint's)"
-    )  # fmt: skip
+    bundled.add_argument("--network", choices=NETWORKS, help="the network (default: dncnn, or the checkpoint's)")
     bundled.add_argument(
         "--checkpoint",
         type=Path,
@@ -211,9 +209,8 @@ def task_probe(args: argparse.Namespace) -> Probe:
     from mge_deepinv import MultiscaleTrainer
     from mge_deepinv.cli import load_network
     from mge_deepinv.data import TRAIN_IMAGES, DictSamples, ImageCrops, bundled_images
+    from mge_deepinv.networks import detect_network, network_problem
     from mge_deepinv.tasks import make_model
-
-    from mge_plugins.meshfree import MeshFreeDenoiser
 
     problem = device_problem(args.device)
     if problem:
@@ -224,19 +221,21 @@ def task_probe(args: argparse.Namespace) -> Probe:
             model = load_network(args.checkpoint, args.checkpoint_strategy, device=args.device)
         except FileNotFoundError as error:
             raise DiagnoseError(f"--checkpoint {args.checkpoint}: {error}") from None
-        held = "meshfree" if isinstance(model.backbone_net, MeshFreeDenoiser) else "dncnn"
+        held, channels = detect_network(model.state_dict())
         if args.network not in (None, held):
             raise DiagnoseError(
                 f"--network {args.network}, but the checkpoint holds a {held} network; drop --network or pass {held}"
             )
-        channels = int(next(model.parameters()).shape[1])
         if args.channels not in (None, channels):
             raise DiagnoseError(
                 f"--channels {args.channels}, but the checkpoint's network takes {channels}; drop --channels"
             )
     else:
-        channels = args.channels or 1
-        model = make_model(channels, device=args.device, network=args.network or "dncnn")
+        channels, network = args.channels or 1, args.network or "dncnn"
+        problem = network_problem(network, args.task, args.size, 0)  # the levels are fitted to the network later
+        if problem:
+            raise DiagnoseError(problem)
+        model = make_model(channels, device=args.device, network=network)
     images = bundled_images(TRAIN_IMAGES, channels)
     smallest = min(int(min(im.shape[-2:])) for im in images)
     if args.size > smallest:

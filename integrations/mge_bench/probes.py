@@ -203,6 +203,7 @@ def deepinv_probe(trainer: Any, levels: int | None = None) -> Probe:
             warnings.simplefilter("ignore")  # deepinv's warnings were shown when the trainer was built
             host = MultiscaleTrainer(**values, strategy="mge", levels=requested)
     host.save_path = None  # nothing is written
+    host.fused = False  # one scalar loss per pass: fused passes change how terms are run, not their gradients
     host.wandb_vis = host.mlflow_vis = False
     host.verbose = host.show_progress_bar = False
     with warnings.catch_warnings():

@@ -156,8 +156,9 @@ def test_a_deepinv_trainer_is_posed_as_multiscale_trainer_poses_it(capsys) -> No
 def test_a_multiscale_trainer_brings_its_levels_and_the_weights_are_shared() -> None:
     from mge_deepinv import MultiscaleTrainer
 
-    trainer = deepinv_trainer(MultiscaleTrainer, strategy="mge", levels=1, coarse_mode="restrict")
+    trainer = deepinv_trainer(MultiscaleTrainer, strategy="mge", levels=1, coarse_mode="restrict", fused=True)
     probe = probe_of(trainer)
+    assert probe.level_loss(slice(0, 4), 1).dim() == 0 and trainer.fused  # the probe takes unfused scalar losses
     assert probe.levels == 1 and probe.kind == "deepinv" and probe.loaded == 8
     assert probe.model is trainer.model and "posed by restrict" in probe.description
     assert trainer.multiscale is None  # the trainer itself was not set up
