@@ -41,7 +41,7 @@ from .networks import NETWORKS as NETWORK_SPECS
 from .networks import detect_network, network_problem
 from .paper import PAPER_MODES, paper_run_name
 from .plots import COST_AXES, plot_quality_against_cost, pyplot, save_figure, show_image
-from .progress import Progress
+from .progress import Progress, step_fields
 from .tasks import NETWORKS, TASKS, make_model
 from .training import MultiscaleTrainer
 
@@ -572,13 +572,8 @@ class _CliTrainer(MultiscaleTrainer):
         work = self.cost.work_units
         super().step(epoch, progress_bar, train_ite=train_ite, train=train, **kwargs)
         if self.progress is not None and self.built_strategy is not None and train_ite is not None:
-            plan = self.built_strategy.plan(train_ite)
-            stages = getattr(getattr(self.built_strategy, "schedule", None), "stages", None)
-            self.progress.update(
-                1, self.cost.work_units - work,
-                stage=f"{plan.stage + 1}/{len(stages)}" if plan.stage is not None and stages else None,
-                level=plan.level, saving=self.cost.saving,
-            )  # fmt: skip
+            fields = step_fields(self.last_step_scalars, self.built_strategy)
+            self.progress.update(1, self.cost.work_units - work, **fields)
 
     def save_best_model(self, epoch, train_ite, **kwargs: Any) -> None:
         """Deepinv's save, then the evaluation's result as a progress line."""

@@ -27,6 +27,7 @@ from mge_plugins.checks import check_batch_rank, check_dataset_length, warn_batc
 from mge_plugins.distributed import is_main_process, set_loader_epoch
 from mge_plugins.estimator import FusedLossError
 from mge_plugins.host_step import MultiscaleStep, check_resumed_strategy, host_options, validate_host_options
+from mge_plugins.scalars import step_scalars
 from mge_plugins.strategies import STAGED_STRATEGIES, fit_levels, refit_options, warn_fitted_levels
 
 from ..physics import level_grid_shape
@@ -63,6 +64,14 @@ class MultiscaleTrainer(Trainer):
     otherwise, the finest term keeps ``B // 4`` samples and the sizes grow geometrically to ``B`` at
     the coarsest level (``B = 16``, 2 levels: 4, 8, 16); the coarsest Full-Multiscale stage trains
     on the whole batch. A short last batch (``drop_last=False``) caps every term at its size.
+
+    Every training step adds its scalars to the ``logs`` deepinv already shows and writes (the
+    progress bar, the epoch's line with ``verbose``, ``wandb_vis``, ``mlflow_vis``; every step with
+    ``log_train_batch=True``): ``mge_stage``, ``mge_level``, ``mge_term_{k}``, ``mge_saving``,
+    ``mge_work_units`` and ``mge_flops`` (see :mod:`mge_plugins.scalars`), also kept in
+    :attr:`last_step_scalars`. ``TotalLoss`` is the fine loss of the step (term 0's batch at the
+    step's level), and each loss's share of it feeds deepinv's per-loss meters, so ``logs`` (with
+    several losses) and ``loss_history`` hold per-loss values as with ``deepinv.Trainer``.
 
     :param str, mge_plugins.Strategy strategy: ``"full-multiscale"`` (default), ``"mge"``, ``"single"``,
         ``"progressive-resizing"``, a registered strategy name, or a built :class:`mge_plugins.Strategy`.
@@ -141,12 +150,14 @@ class MultiscaleTrainer(Trainer):
         self.cost = CostMeter()
         self._train_ite = 0
         self._posed_term0: tuple | None = None
+        self._term0_losses: list[torch.Tensor] = []
         self._clip_skipped = False
         self.train_seconds = 0.0
         self._in_train_step = False
         self._stepping = False
         self._next_epoch: int | None = None
         self.history: list[dict[str, Any]] = []
+        self.last_step_scalars: dict[str, int | float] = {}
 
     # --- setup -----------------------------------------------------------------------------
 
@@ -386,19 +397,18 @@ class MultiscaleTrainer(Trainer):
             zero_grad=lambda: self.optimizer.zero_grad(set_to_none=True),
         )
         if outcome.native is not None:
-            return outcome.native
+            loss, x_net, native_logs = outcome.native
+            self.last_step_scalars = step_scalars(plan, self.cost)
+            return loss, x_net, {**native_logs, **self.last_step_scalars}
         if outcome.skipped:
             return self._skip_step(plan, logs)
         stats = outcome.stats
         assert stats is not None
+        self._log_losses(logs)
         self.logs_total_loss_train.update(stats.fine_loss)
         logs["TotalLoss"] = self.logs_total_loss_train.avg
-        logs["level"] = plan.level
-        if plan.stage is not None:
-            logs["stage"] = plan.stage
-        logs["work_saving"] = self.cost.saving
-        for k, value in enumerate(stats.term_values):
-            logs[f"mge_term_{k}"] = value
+        self.last_step_scalars = step_scalars(plan, self.cost, stats)
+        logs.update(self.last_step_scalars)
 
         defer_clip = self.scaler.is_enabled() and self.optimizer_step_multi_dataset and not step
         if not defer_clip:
@@ -413,6 +423,17 @@ class MultiscaleTrainer(Trainer):
         loss = torch.tensor(stats.fine_loss, device=self.device)
         assert self._posed_term0 is not None
         return loss, self._posed_term0[3], logs
+
+    def _log_losses(self, logs: dict[str, float]) -> None:
+        """Each loss of term 0's batch at the step's level into deepinv's meters (``loss_history``, ``logs``).
+
+        The values are those of the estimator's target (the fine loss of the step), split by loss,
+        as ``deepinv.Trainer`` records them: per sample, named by the loss's class when there are several.
+        """
+        for meter, loss_fn, value in zip(self.logs_losses_train, self.losses, self._term0_losses):
+            meter.update(value.float().cpu().numpy())
+            if len(self.losses) > 1:
+                logs[loss_fn.__class__.__name__] = meter.avg
 
     def check_clip_grad(self):
         """Deepinv's clipping and gradient-norm check, made safe.
@@ -448,8 +469,8 @@ class MultiscaleTrainer(Trainer):
                     p.grad = torch.zeros_like(p)
         self.optimizer.step = _no_optimizer_step
         self.scaler.scale(torch.zeros((), device=self.device))  # an enabled scaler may not have scaled a term yet
-        logs["level"] = plan.level
-        logs["skipped_steps"] = self.skipped_steps
+        self.last_step_scalars = step_scalars(plan, self.cost, skipped_steps=self.skipped_steps)
+        logs.update(self.last_step_scalars)
         assert self._posed_term0 is not None
         return torch.tensor(float("nan"), device=self.device), self._posed_term0[3], logs
 
@@ -466,15 +487,17 @@ class MultiscaleTrainer(Trainer):
             x_net = self.model_inference(y=posed.y, physics=posed.physics, x=posed.x, train=True)
             # Under autocast the network returns half precision; the loss is taken in >= float32.
             x_net = x_net.to(torch.promote_types(x_net.dtype, torch.float32))
-            total = 0.0
+            total, values = 0.0, []
             with self.get_autocast_context():
                 for loss_fn in level_losses(per_sample_losses(self.losses) if fused else self.losses, posed.physics):
                     value = loss_fn(
                         x=posed.x, x_net=x_net, y=posed.y, physics=posed.physics, model=self.model, epoch=epoch
                     )
+                    values.append(value.detach())
                     total = total + (_per_sample(value, loss_fn) if fused else value.mean())
             if start == 0 and level == base_level:  # the last such call of a step is term 0's pass
                 self._posed_term0 = (posed.x, posed.y, posed.physics, x_net.detach())
+                self._term0_losses = values
             return total
 
         return level_loss
