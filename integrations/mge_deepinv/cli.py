@@ -391,6 +391,12 @@ def check_args(args: argparse.Namespace) -> Inputs:
         test_images = bundled_images(TEST_IMAGES, args.channels)
         _check_crop_size(args, test_images, "the held-out photographs")
         test_clean = held_out_crops(args.size, EVAL_CROPS, seed=2, channels=args.channels)
+    generator = TASKS[args.task].generator
+    if generator is not None:
+        try:
+            generator(args.size, args.channels, "cpu", args.seed)
+        except ValueError as error:
+            raise UsageError(f"--size {args.size}: {error}") from None
     train_set = ImageCrops(images, args.size, per_epoch * args.batch_size, seed=args.seed)
     loaded = [
         f"training on random {args.size}x{args.size} crops of {source}: {steps} steps of {args.batch_size} crops",
@@ -586,7 +592,10 @@ class _CliTrainer(MultiscaleTrainer):
 
 def _train_one(strategy: str, args: argparse.Namespace, inputs: Inputs, out: Path) -> dict[str, Any]:
     torch.manual_seed(args.seed)
-    physics = TASKS[args.task].physics(args.size, args.channels, args.device)
+    task = TASKS[args.task]
+    physics = task.physics(args.size, args.channels, args.device)
+    # Fresh random parameters (inpainting masks) per training sample; the same stream for every strategy.
+    generator = None if task.generator is None else task.generator(args.size, args.channels, args.device, args.seed)
     model = make_model(args.channels, device=args.device, network=args.network)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.evals)
@@ -605,13 +614,17 @@ def _train_one(strategy: str, args: argparse.Namespace, inputs: Inputs, out: Pat
             compute_train_metrics=False, non_blocking_transfers=torch.device(args.device).type == "cuda",
             strategy=strategy, levels=args.levels, mge_levels=args.mge_levels, growth=args.growth,
             coarse_mode=args.coarse_mode, coarse_noise=args.coarse_noise, budget=args.budget, fused=args.fused,
+            physics_generator=generator,
         )  # fmt: skip
-        trainer.eval_seed = args.seed + 1
+        trainer.eval_seed = args.seed + 1  # evaluation noise, and evaluation masks from the generator's own stream
         print(f"\n== {args.task}: {strategy} ==", flush=True)
         with Progress(f"{args.task} {strategy}") as progress:
             trainer.progress = progress
             trainer.train()
     clean = test_clean.to(args.device)
+    if task.generator is not None:  # the held-out masks of the evaluations during training (eval_seed)
+        held_out = task.generator(args.size, args.channels, args.device, args.seed + 1)
+        physics.update(**held_out.step(batch_size=len(clean)))
     y, x_net = reconstruct(model, physics, clean, seed=args.seed + 1)
     row = {"strategy": strategy, **score(x_net, clean), "seconds": trainer.train_seconds}
     row.update(trainer.cost.summary())

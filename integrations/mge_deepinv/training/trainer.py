@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -106,8 +107,10 @@ class MultiscaleTrainer(Trainer):
         as many more iterations as the single-scale compute of your epochs pays for (the epochs are
         extended, and a line says so), for the best quality at the same cost.
     :param int, None eval_seed: draw the measurement noise of every evaluation from this seed, in a
-        forked random stream, so evaluations compare alike across steps and strategies and leave the
-        training's randomness untouched; ``None`` (default) draws it as deepinv does.
+        forked random stream, and the parameters of a ``physics_generator`` (random masks, filters) from
+        a stream of each generator's own seeded by it at the start of every evaluation, so evaluations
+        see the same held-out measurements across steps and strategies and leave the training's
+        randomness untouched; ``None`` (default) draws them as deepinv does.
     :param bool fused: one weighted forward/backward per level instead of two per difference term
         (:func:`mge_plugins.mge_backward`): the same gradient for fewer FLOPs (about 20 % fewer
         in the finest Full-Multiscale stage with 3 levels). Each level's loss must depend on the samples
@@ -158,6 +161,7 @@ class MultiscaleTrainer(Trainer):
         self._next_epoch: int | None = None
         self.history: list[dict[str, Any]] = []
         self.last_step_scalars: dict[str, int | float] = {}
+        self._eval_streams: dict[int, torch.Tensor] = {}
 
     # --- setup -----------------------------------------------------------------------------
 
@@ -172,6 +176,7 @@ class MultiscaleTrainer(Trainer):
             self.wandb_vis = self.mlflow_vis = False
             self.save_path = None
         super().setup_train(train=train, **kwargs)
+        self._eval_streams = {}
         self._next_epoch = self.epoch_start if train else None
         if not train:
             return
@@ -322,6 +327,8 @@ class MultiscaleTrainer(Trainer):
         """Deepinv's step; records the global iteration that drives the strategy and its wall-clock."""
         if train and train_ite is not None:
             self._train_ite = train_ite
+        if train:
+            self._eval_streams = {}  # the next evaluation starts its generators' streams again
         self._in_train_step = train
         start = time.perf_counter()
         self._stepping = True
@@ -510,7 +517,8 @@ class MultiscaleTrainer(Trainer):
         Full-Multiscale stages never touch the fine grid's forward model.
         """
         if not self._in_train_step:
-            return super().get_samples_online(iterators, g)
+            with self._evaluation_stream(g):
+                return super().get_samples_online(iterators, g)
         data = batch_as_dict(next(iterators[g]))
         if "x" not in data:
             raise ValueError("Dataloader must return ground truth `x` for online measurements.")
@@ -526,6 +534,29 @@ class MultiscaleTrainer(Trainer):
         if not single and self.poser.mode_for(physics, has_x=True, online=True) == "physics":
             return x, None, physics
         return x, physics(x, **params), physics
+
+    @contextmanager
+    def _evaluation_stream(self, g: int) -> Iterator[None]:
+        """With ``eval_seed``, physics generator ``g`` draws in evaluation from its own stream, seeded by ``eval_seed``.
+
+        The stream starts again at every evaluation (every call of ``test``, every evaluation during
+        training), so each one sees the same parameters, and the training stream is left where it was.
+        """
+        generator = None if self.physics_generator is None or self.eval_seed is None else self.physics_generator[g]
+        rng = getattr(generator, "rng", None)
+        if not isinstance(rng, torch.Generator):
+            yield
+            return
+        training = rng.get_state()
+        if g in self._eval_streams:
+            rng.set_state(self._eval_streams[g])
+        else:
+            rng.manual_seed(self.eval_seed)
+        try:
+            yield
+        finally:
+            self._eval_streams[g] = rng.get_state()
+            rng.set_state(training)
 
     def compute_metrics(self, x, x_net, y, physics, logs, train: bool = True, epoch: int | None = None):
         """Training metrics of an MGE step are measured on term 0's batch at the step's level."""
