@@ -342,6 +342,13 @@ def check_args(args: argparse.Namespace) -> Inputs:
         raise UsageError(
             f"--size {args.size} is not divisible by 2**levels = {2**args.levels}; use e.g. --size {valid}"
         )
+    task = TASKS[args.task]
+    if args.size % task.size_multiple:
+        valid = max(task.size_multiple, args.size // task.size_multiple * task.size_multiple)
+        raise UsageError(
+            f"--size {args.size} is not divisible by {task.size_multiple}, which {args.task} needs "
+            f"({task.size_reason}); use e.g. --size {valid}"
+        )
     problem = network_problem(args.network, args.task, args.size, args.levels)
     if problem:
         raise UsageError(problem)
@@ -391,12 +398,6 @@ def check_args(args: argparse.Namespace) -> Inputs:
         test_images = bundled_images(TEST_IMAGES, args.channels)
         _check_crop_size(args, test_images, "the held-out photographs")
         test_clean = held_out_crops(args.size, EVAL_CROPS, seed=2, channels=args.channels)
-    generator = TASKS[args.task].generator
-    if generator is not None:
-        try:
-            generator(args.size, args.channels, "cpu", args.seed)
-        except ValueError as error:
-            raise UsageError(f"--size {args.size}: {error}") from None
     train_set = ImageCrops(images, args.size, per_epoch * args.batch_size, seed=args.seed)
     loaded = [
         f"training on random {args.size}x{args.size} crops of {source}: {steps} steps of {args.batch_size} crops",

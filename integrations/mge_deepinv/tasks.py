@@ -26,11 +26,15 @@ class Task:
     :param Callable, None generator: ``generator(size, channels, device, seed) -> PhysicsGenerator`` drawing the
         operator's random parameters anew for every training sample (passed as ``physics_generator=``), or
         ``None`` for a fixed operator.
+    :param int size_multiple: what the crop side must be a multiple of.
+    :param str size_reason: why, for the error message.
     """
 
     description: str
     physics: Callable[[int, int, str], dinv.physics.Physics]
     generator: Callable[[int, int, str, int], PhysicsGenerator] | None = None
+    size_multiple: int = 1
+    size_reason: str = ""
 
 
 def _denoise(size: int, channels: int, device: str) -> dinv.physics.Physics:
@@ -73,7 +77,11 @@ TASKS: dict[str, Task] = {
     "denoise": Task("Gaussian denoising, sigma = 0.1", _denoise),
     "deblur": Task("Gaussian deblurring (blur sigma 1.5 px), noise 0.01", _deblur),
     "inpaint": Task(
-        "inpainting of 30 % missing 8x8 blocks (a new mask per sample), noise 0.01", _inpaint, _inpaint_masks
+        "inpainting of 30 % missing 8x8 blocks (a new mask per sample), noise 0.01",
+        _inpaint,
+        _inpaint_masks,
+        size_multiple=8,
+        size_reason="its masks are made of 8x8 blocks",
     ),
     "sr": Task("2x super-resolution, bicubic anti-alias filter, noise 0.01", _super_resolve),
 }

@@ -168,3 +168,17 @@ def test_a_terms_operator_is_a_copy_with_its_own_generators_as_physics_clone_mak
 
     physics.holder = Holder()
     assert copy_physics(physics).holder.rng is not physics.holder.rng
+
+
+def test_mge_train_inpaint_refuses_a_crop_side_that_is_not_a_multiple_of_the_blocks(tmp_path: Path, capsys) -> None:
+    from mge_deepinv.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["inpaint", "--size", "36", "--out", str(tmp_path / "results")])  # 36 passes 2**levels = 4
+    assert exit_info.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last == (
+        "mge-train: error: --size 36 is not divisible by 8, which inpaint needs (its masks are made of 8x8 blocks); "
+        "use e.g. --size 32"
+    )
+    assert not (tmp_path / "results").exists()
