@@ -1,6 +1,4 @@
-"""Level-aware DeepInverse physics: coarse operators, filters, measurement restrictions, coupled noise and
-block masks.
-"""
+"""Level-aware DeepInverse physics: coarse operators, filters, measurement restrictions, noise, block masks."""
 
 from __future__ import annotations
 
