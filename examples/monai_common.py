@@ -76,9 +76,14 @@ def attach_progress(trainer: MultiscaleSupervisedTrainer, name: str, interval: f
     work done (a coarse step costs a fraction of a fine one).
     """
     if sys.stderr.isatty():
-        ProgressBar(persist=True).attach(
-            trainer, output_transform=lambda out: {"loss": float(out[0]["loss"]), "level": out[0].get("mge_level", 0)}
-        )
+
+        def shown(out: list[dict]) -> dict[str, float]:  # the stage counted from 1 (0 without stages)
+            item = out[0]
+            stage = int(item.get("mge_stage", -1)) + 1
+            return {"loss": float(item["loss"]), "stage": stage, "level": item.get("mge_level", 0),
+                    "saving": float(item.get("mge_saving", 1.0))}  # fmt: skip
+
+        ProgressBar(persist=True).attach(trainer, output_transform=shown)
         return
     state = {"start": 0.0, "last": -float("inf"), "stage": None, "work": None}
 

@@ -26,10 +26,41 @@ def test_readme_python_snippets_run(tmp_path: Path, monkeypatch, capsys) -> None
     assert namespace["stats"].batch_sizes == (2, 8, 32)
     fused = namespace["fused_stats"]  # the fused-passes snippet: 2 + 4/4 + 8/16 fine-sample units
     assert fused.batch_sizes == (2, 4, 8) and fused.cost.work_units == 3.5
-    assert namespace["trainer"].cost.steps == 4  # the MONAI snippet, the last to define `trainer`
-    assert namespace["segmenter"].multiscale.label_rule.rule == "mode"  # the segmentation snippet
+    trainer = namespace["trainer"]  # the MONAI snippet, the last to define `trainer`
+    assert trainer.cost.steps == 4
+    _check_tensorboard_scalars(tmp_path / "runs", trainer)
+    # The MRI snippet: MCLoss + EILoss, as tests/deepinv/test_mri.py trains them online and offline.
+    mri = namespace["mri_trainer"]
+    assert mri.cost.steps == 2 and mri.built_strategy.name == "mge"
+    assert {k: len(v) for k, v in mri.loss_history.items()} == {"MCLoss": 2, "EILoss": 2}
+    assert all(value > 0 for values in mri.loss_history.values() for value in values)
+    # The 3D segmentation snippet, as tests/monai/test_real_pipelines.py trains it.
+    assert namespace["segmenter"].multiscale.label_rule.rule == "mode"
+    assert namespace["unet"].dimensions == 3
     assert 0.5 < namespace["segmenter"].state.metrics["train_acc"] <= 1
     assert "load_network(" in text and namespace["x_hat"].shape == (1, 1, 128, 128)  # the trained network back
+
+
+def _check_tensorboard_scalars(log_dir: Path, trainer) -> None:
+    """The MONAI snippet's TensorBoardStatsHandler wrote the loss and the multiscale scalars of every iteration."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(log_dir))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"Loss", "mge_stage", "mge_level", "mge_term_0", "mge_saving", "mge_work_units", "mge_flops"} <= tags
+    levels = [(e.step, e.value) for e in events.Scalars("mge_level")]
+    strategy = trainer.multiscale.built_strategy
+    assert levels == [(i + 1, float(strategy.plan(i).level)) for i in range(trainer.cost.steps)]
+    assert events.Scalars("mge_saving")[-1].value == pytest.approx(trainer.cost.saving, rel=1e-6)
+
+
+def test_readme_documents_every_logged_scalar() -> None:
+    from mge_plugins.scalars import SCALAR_KEYS
+
+    text = README.read_text()
+    for key in SCALAR_KEYS:
+        assert f"`{key.replace('{k}', '0')}`" in text, key
 
 
 def test_readme_states_what_the_quick_start_costs() -> None:

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from mge_deepinv.data import DictSamples
 from mge_deepinv.evaluation import evaluate, quality_metrics
+from mge_deepinv.progress import step_fields
 from mge_deepinv.training import MultiscaleTrainer
 
 from .problems import Problem
@@ -19,8 +20,9 @@ from .settings import BenchSettings
 
 __all__ = ["RRC_ZOOM", "BenchTrainer", "ContinuingSampler", "RunResult", "StepCallback", "train_run"]
 
-StepCallback = Callable[[int, float], None]
-"""``on_step(level, work_units)``: called after every training step with the step's level and work units."""
+StepCallback = Callable[[float, dict[str, Any]], None]
+"""``on_step(work_units, fields)``: called after every training step with its work units and what ran
+(``stage``, ``level``, ``saving`` so far: :func:`mge_deepinv.progress.step_fields`)."""
 
 RRC_ZOOM = (1.0, 4.0)
 """Zoom range of the random-resized-crop baseline: crops 1 to 4 times the training size, resized down."""
@@ -83,7 +85,7 @@ class BenchTrainer(MultiscaleTrainer):
         self.step_seconds[level] += self.train_seconds - before
         self.data_seconds[level] += self._data_in_step
         if self.on_step is not None:
-            self.on_step(level, self.cost.work_units - work)
+            self.on_step(self.cost.work_units - work, step_fields(self.last_step_scalars, self.built_strategy))
 
 
 @dataclass
@@ -141,7 +143,7 @@ def train_run(
         evals: evaluations, evenly spaced, the last at the end.
         budget: the budget the run was planned for, recorded as given.
         initial: the untrained network's quality (computed when not given).
-        on_step: called after every training step with its level and work units (progress).
+        on_step: called after every training step with its work units and what ran (progress).
     """
     if steps % evals:
         raise ValueError(f"steps={steps} must be a multiple of evals={evals}")

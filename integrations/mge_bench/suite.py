@@ -145,7 +145,8 @@ def run_task(name: str, settings: BenchSettings, progress: Progress | None = Non
     Args:
         name: task name.
         settings: the benchmark settings.
-        progress: reports every training step (run, level, time left) and each measurement phase.
+        progress: reports every training step (run, stage, level, saving so far, time left) and each measurement
+            phase.
     """
     problem = make_problem(name, settings)
     flops_per_sample = _level_flops(problem, settings)
@@ -162,8 +163,8 @@ def run_task(name: str, settings: BenchSettings, progress: Progress | None = Non
             if progress is not None:
                 label = _run_label(repeat * len(planned) + i + 1, count, run, budgets)
 
-                def step(level: int, work: float, label: str = label) -> None:
-                    progress.update(1, work, run=label, level=level)
+                def step(work: float, fields: dict[str, Any], label: str = label) -> None:
+                    progress.update(1, work, run=label, **fields)
 
             repeats[i].append(
                 train_run(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from .physics import (
     NOISE_MODES,
+    BlockMaskGenerator,
     LevelGaussianNoise,
     NoCoarseRecipeError,
     coarsen_filter,
@@ -25,6 +26,7 @@ from .training import COARSE_MODES, LevelPoser, MultiscaleTrainer
 __all__ = [
     "COARSE_MODES",
     "NOISE_MODES",
+    "BlockMaskGenerator",
     "LevelGaussianNoise",
     "LevelPoser",
     "MultiscaleTrainer",

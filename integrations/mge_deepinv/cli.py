@@ -41,7 +41,7 @@ from .networks import NETWORKS as NETWORK_SPECS
 from .networks import detect_network, network_problem
 from .paper import PAPER_MODES, paper_run_name
 from .plots import COST_AXES, plot_quality_against_cost, pyplot, save_figure, show_image
-from .progress import Progress
+from .progress import Progress, step_fields
 from .tasks import NETWORKS, TASKS, make_model
 from .training import MultiscaleTrainer
 
@@ -342,6 +342,13 @@ def check_args(args: argparse.Namespace) -> Inputs:
         raise UsageError(
             f"--size {args.size} is not divisible by 2**levels = {2**args.levels}; use e.g. --size {valid}"
         )
+    task = TASKS[args.task]
+    if args.size % task.size_multiple:
+        valid = max(task.size_multiple, args.size // task.size_multiple * task.size_multiple)
+        raise UsageError(
+            f"--size {args.size} is not divisible by {task.size_multiple}, which {args.task} needs "
+            f"({task.size_reason}); use e.g. --size {valid}"
+        )
     problem = network_problem(args.network, args.task, args.size, args.levels)
     if problem:
         raise UsageError(problem)
@@ -572,13 +579,8 @@ class _CliTrainer(MultiscaleTrainer):
         work = self.cost.work_units
         super().step(epoch, progress_bar, train_ite=train_ite, train=train, **kwargs)
         if self.progress is not None and self.built_strategy is not None and train_ite is not None:
-            plan = self.built_strategy.plan(train_ite)
-            stages = getattr(getattr(self.built_strategy, "schedule", None), "stages", None)
-            self.progress.update(
-                1, self.cost.work_units - work,
-                stage=f"{plan.stage + 1}/{len(stages)}" if plan.stage is not None and stages else None,
-                level=plan.level, saving=self.cost.saving,
-            )  # fmt: skip
+            fields = step_fields(self.last_step_scalars, self.built_strategy)
+            self.progress.update(1, self.cost.work_units - work, **fields)
 
     def save_best_model(self, epoch, train_ite, **kwargs: Any) -> None:
         """Deepinv's save, then the evaluation's result as a progress line."""
@@ -591,7 +593,10 @@ class _CliTrainer(MultiscaleTrainer):
 
 def _train_one(strategy: str, args: argparse.Namespace, inputs: Inputs, out: Path) -> dict[str, Any]:
     torch.manual_seed(args.seed)
-    physics = TASKS[args.task].physics(args.size, args.channels, args.device)
+    task = TASKS[args.task]
+    physics = task.physics(args.size, args.channels, args.device)
+    # Fresh random parameters (inpainting masks) per training sample; the same stream for every strategy.
+    generator = None if task.generator is None else task.generator(args.size, args.channels, args.device, args.seed)
     model = make_model(args.channels, device=args.device, network=args.network)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.evals)
@@ -610,13 +615,17 @@ def _train_one(strategy: str, args: argparse.Namespace, inputs: Inputs, out: Pat
             compute_train_metrics=False, non_blocking_transfers=torch.device(args.device).type == "cuda",
             strategy=strategy, levels=args.levels, mge_levels=args.mge_levels, growth=args.growth,
             coarse_mode=args.coarse_mode, coarse_noise=args.coarse_noise, budget=args.budget, fused=args.fused,
+            physics_generator=generator,
         )  # fmt: skip
-        trainer.eval_seed = args.seed + 1
+        trainer.eval_seed = args.seed + 1  # evaluation noise, and evaluation masks from the generator's own stream
         print(f"\n== {args.task}: {strategy} ==", flush=True)
         with Progress(f"{args.task} {strategy}") as progress:
             trainer.progress = progress
             trainer.train()
     clean = test_clean.to(args.device)
+    if task.generator is not None:  # the held-out masks of the evaluations during training (eval_seed)
+        held_out = task.generator(args.size, args.channels, args.device, args.seed + 1)
+        physics.update(**held_out.step(batch_size=len(clean)))
     y, x_net = reconstruct(model, physics, clean, seed=args.seed + 1)
     row = {"strategy": strategy, **score(x_net, clean), "seconds": trainer.train_seconds}
     row.update(trainer.cost.summary())

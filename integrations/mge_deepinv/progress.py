@@ -19,7 +19,9 @@ from typing import Any, TextIO
 
 from tqdm import tqdm
 
-__all__ = ["Progress", "format_seconds"]
+from mge_plugins import Strategy
+
+__all__ = ["Progress", "format_seconds", "step_fields"]
 
 
 def format_seconds(seconds: float) -> str:
@@ -34,6 +36,22 @@ def format_seconds(seconds: float) -> str:
     if seconds < 3600:
         return f"{seconds // 60} min {seconds % 60:02d} s"
     return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+def step_fields(scalars: Mapping[str, Any], strategy: Strategy | None = None) -> dict[str, Any]:
+    """What runs in a training step, for :meth:`Progress.update`, from the step's logged scalars.
+
+    :param dict scalars: the step's scalars (``MultiscaleTrainer.last_step_scalars``, see :mod:`mge_plugins.scalars`).
+    :param mge_plugins.Strategy strategy: the run's strategy, for the number of stages.
+    :return: ``stage`` (``"2/3"``, counted from 1; ``None`` without stages), ``level`` and ``saving`` (so far).
+    """
+    stages = getattr(getattr(strategy, "schedule", None), "stages", None)
+    stage = scalars.get("mge_stage", -1)
+    return {
+        "stage": f"{int(stage) + 1}/{len(stages)}" if stages and stage is not None and stage >= 0 else None,
+        "level": scalars.get("mge_level"),
+        "saving": scalars.get("mge_saving"),
+    }
 
 
 class Progress:

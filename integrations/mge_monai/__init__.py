@@ -7,7 +7,7 @@ Swap ``SupervisedTrainer(`` for :class:`MultiscaleSupervisedTrainer` ``(``, or p
 from __future__ import annotations
 
 from .engines import MultiscaleIteration, MultiscaleSupervisedTrainer
-from .handlers import AtomicCheckpointSaver, VerifiedCheckpointLoader, make_atomic
+from .handlers import AtomicCheckpointSaver, VerifiedCheckpointLoader, from_multiscale_output, make_atomic
 from .sampler import MultiscaleBatchSampler
 from .transforms import LevelPyramidd, RestrictLevel, RestrictLeveld, pyramid_key
 
@@ -20,6 +20,7 @@ __all__ = [
     "RestrictLevel",
     "RestrictLeveld",
     "VerifiedCheckpointLoader",
+    "from_multiscale_output",
     "make_atomic",
     "pyramid_key",
 ]

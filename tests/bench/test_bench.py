@@ -85,8 +85,11 @@ def test_quick_mode_end_to_end_on_tiny_settings(tmp_path) -> None:
     assert not [w for w in caught if "tuple format for dataset outputs" in str(w.message)]  # samples are dicts
     log = stderr.getvalue()
     assert "\r" not in log  # not a terminal: plain lines, no bar fragments
-    assert re.search(r"mge-bench denoise: step 1/\d+ \(\d+%\), run 1/7 single, level 0, \d+ s elapsed", log)
-    assert "run 4/7 full-multiscale at F, level 2" in log and "measuring peak memory" in log
+    assert re.search(
+        r"mge-bench denoise: step 1/\d+ \(\d+%\), run 1/7 single, level 0, saving so far 1.00x, \d+ s elapsed", log
+    )
+    assert re.search(r"run 4/7 full-multiscale at F, stage 1/\d, level 2, saving so far \d+\.\d\dx", log)
+    assert "measuring peak memory" in log
     assert re.search(r"step (\d+)/\1 \(100%\), run 7/7 single\+rrc, level 0, .* done", log)
     report = json.loads((tmp_path / "report.json").read_text())
     validate_report(report)

@@ -86,3 +86,22 @@ def test_a_terminal_gets_a_bar(clock: Clock) -> None:
 
 def test_format_seconds() -> None:
     assert [format_seconds(s) for s in (0.4, 42, 185, 3720)] == ["0 s", "42 s", "3 min 05 s", "1 h 02 min"]
+
+
+def test_step_fields_show_the_stage_of_a_staged_run_counted_from_one(clock: Clock) -> None:
+    from mge_deepinv.progress import step_fields
+
+    from mge_plugins import build_strategy
+
+    fms = build_strategy("full-multiscale", levels=2, iterations=8, loaded_batch_size=16)
+    fields = step_fields({"mge_stage": 1, "mge_level": 1, "mge_saving": 4.0, "mge_work_units": 3.0}, fms)
+    assert fields == {"stage": "2/3", "level": 1, "saving": 4.0}
+    mge = build_strategy("mge", levels=1, loaded_batch_size=16)
+    assert step_fields({"mge_stage": -1, "mge_level": 0, "mge_saving": 1.5}, mge) == {
+        "stage": None,
+        "level": 0,
+        "saving": 1.5,
+    }
+    stream = io.StringIO()
+    Progress("bench", total=2, stream=stream).update(1, run="1/7 fms", **fields)
+    assert stream.getvalue().startswith("bench: step 1/2 (50%), run 1/7 fms, stage 2/3, level 1, saving so far 4.00x")

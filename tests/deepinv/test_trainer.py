@@ -89,7 +89,7 @@ def test_full_multiscale_stages_follow_the_global_iteration() -> None:
     def spy(physics, x, y, train=True, epoch=None, step=False):
         out = original(physics, x, y, train=train, epoch=epoch, step=step)
         if train:
-            levels.append(out[2]["level"])
+            levels.append(out[2]["mge_level"])
         return out
 
     trainer.compute_loss = spy

@@ -131,7 +131,7 @@ def test_event_order_output_contents_and_decollation() -> None:
         assert isinstance(output, list)  # decollated per sample
         for item in output:
             assert all(value is not None for value in item.values())
-            assert {"image", "label", "pred", "loss", "mge_level", "mge_work_saving"} <= set(item)
+            assert {"image", "label", "pred", "loss", "mge_level", "mge_saving"} <= set(item)
     # Stage 0 (level 1): 16 samples at 16 px; stage 1 (level 0): term 0 has 4 samples at 32 px.
     assert len(outputs[0]) == 16 and outputs[0][0]["pred"].shape[-1] == 16
     assert len(outputs[-1]) == 4 and outputs[-1][0]["pred"].shape[-1] == 32

@@ -1,4 +1,4 @@
-"""Level-aware DeepInverse physics: coarse operators, filters, measurement restrictions and coupled noise."""
+"""Level-aware DeepInverse physics: coarse operators, filters, measurement restrictions, noise, block masks."""
 
 from __future__ import annotations
 
@@ -14,11 +14,13 @@ from .coarsen import (
 )
 from .filters import coarsen_filter, downsampling_filter
 from .kspace import restrict_kspace
+from .masks import BlockMaskGenerator
 from .noise import LevelGaussianNoise
 from .tomography import restrict_sinogram
 
 __all__ = [
     "NOISE_MODES",
+    "BlockMaskGenerator",
     "LevelGaussianNoise",
     "NoCoarseRecipeError",
     "coarsen_filter",

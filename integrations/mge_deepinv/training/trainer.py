@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from mge_plugins.checks import check_batch_rank, check_dataset_length, warn_batc
 from mge_plugins.distributed import is_main_process, set_loader_epoch
 from mge_plugins.estimator import FusedLossError
 from mge_plugins.host_step import MultiscaleStep, check_resumed_strategy, host_options, validate_host_options
+from mge_plugins.scalars import step_scalars
 from mge_plugins.strategies import STAGED_STRATEGIES, fit_levels, refit_options, warn_fitted_levels
 
 from ..physics import level_grid_shape
@@ -64,6 +66,14 @@ class MultiscaleTrainer(Trainer):
     the coarsest level (``B = 16``, 2 levels: 4, 8, 16); the coarsest Full-Multiscale stage trains
     on the whole batch. A short last batch (``drop_last=False``) caps every term at its size.
 
+    Every training step adds its scalars to the ``logs`` deepinv already shows and writes (the
+    progress bar, the epoch's line with ``verbose``, ``wandb_vis``, ``mlflow_vis``; every step with
+    ``log_train_batch=True``): ``mge_stage``, ``mge_level``, ``mge_term_{k}``, ``mge_saving``,
+    ``mge_work_units`` and ``mge_flops`` (see :mod:`mge_plugins.scalars`), also kept in
+    :attr:`last_step_scalars`. ``TotalLoss`` is the fine loss of the step (term 0's batch at the
+    step's level), and each loss's share of it feeds deepinv's per-loss meters, so ``logs`` (with
+    several losses) and ``loss_history`` hold per-loss values as with ``deepinv.Trainer``.
+
     :param str, mge_plugins.Strategy strategy: ``"full-multiscale"`` (default), ``"mge"``, ``"single"``,
         ``"progressive-resizing"``, a registered strategy name, or a built :class:`mge_plugins.Strategy`.
     :param int levels: number of coarser levels (``"mge"``) or stages minus one
@@ -97,8 +107,10 @@ class MultiscaleTrainer(Trainer):
         as many more iterations as the single-scale compute of your epochs pays for (the epochs are
         extended, and a line says so), for the best quality at the same cost.
     :param int, None eval_seed: draw the measurement noise of every evaluation from this seed, in a
-        forked random stream, so evaluations compare alike across steps and strategies and leave the
-        training's randomness untouched; ``None`` (default) draws it as deepinv does.
+        forked random stream, and the parameters of a ``physics_generator`` (random masks, filters) from
+        a stream of each generator's own seeded by it at the start of every evaluation, so evaluations
+        see the same held-out measurements across steps and strategies and leave the training's
+        randomness untouched; ``None`` (default) draws them as deepinv does.
     :param bool fused: one weighted forward/backward per level instead of two per difference term
         (:func:`mge_plugins.mge_backward`): the same gradient for fewer FLOPs (about 20 % fewer
         in the finest Full-Multiscale stage with 3 levels). Each level's loss must depend on the samples
@@ -141,12 +153,15 @@ class MultiscaleTrainer(Trainer):
         self.cost = CostMeter()
         self._train_ite = 0
         self._posed_term0: tuple | None = None
+        self._term0_losses: list[torch.Tensor] = []
         self._clip_skipped = False
         self.train_seconds = 0.0
         self._in_train_step = False
         self._stepping = False
         self._next_epoch: int | None = None
         self.history: list[dict[str, Any]] = []
+        self.last_step_scalars: dict[str, int | float] = {}
+        self._eval_streams: dict[int, torch.Tensor] = {}
 
     # --- setup -----------------------------------------------------------------------------
 
@@ -161,6 +176,7 @@ class MultiscaleTrainer(Trainer):
             self.wandb_vis = self.mlflow_vis = False
             self.save_path = None
         super().setup_train(train=train, **kwargs)
+        self._eval_streams = {}
         self._next_epoch = self.epoch_start if train else None
         if not train:
             return
@@ -311,6 +327,8 @@ class MultiscaleTrainer(Trainer):
         """Deepinv's step; records the global iteration that drives the strategy and its wall-clock."""
         if train and train_ite is not None:
             self._train_ite = train_ite
+        if train:
+            self._eval_streams = {}  # the next evaluation starts its generators' streams again
         self._in_train_step = train
         start = time.perf_counter()
         self._stepping = True
@@ -386,19 +404,18 @@ class MultiscaleTrainer(Trainer):
             zero_grad=lambda: self.optimizer.zero_grad(set_to_none=True),
         )
         if outcome.native is not None:
-            return outcome.native
+            loss, x_net, native_logs = outcome.native
+            self.last_step_scalars = step_scalars(plan, self.cost)
+            return loss, x_net, {**native_logs, **self.last_step_scalars}
         if outcome.skipped:
             return self._skip_step(plan, logs)
         stats = outcome.stats
         assert stats is not None
+        self._log_losses(logs)
         self.logs_total_loss_train.update(stats.fine_loss)
         logs["TotalLoss"] = self.logs_total_loss_train.avg
-        logs["level"] = plan.level
-        if plan.stage is not None:
-            logs["stage"] = plan.stage
-        logs["work_saving"] = self.cost.saving
-        for k, value in enumerate(stats.term_values):
-            logs[f"mge_term_{k}"] = value
+        self.last_step_scalars = step_scalars(plan, self.cost, stats)
+        logs.update(self.last_step_scalars)
 
         defer_clip = self.scaler.is_enabled() and self.optimizer_step_multi_dataset and not step
         if not defer_clip:
@@ -413,6 +430,17 @@ class MultiscaleTrainer(Trainer):
         loss = torch.tensor(stats.fine_loss, device=self.device)
         assert self._posed_term0 is not None
         return loss, self._posed_term0[3], logs
+
+    def _log_losses(self, logs: dict[str, float]) -> None:
+        """Each loss of term 0's batch at the step's level into deepinv's meters (``loss_history``, ``logs``).
+
+        The values are those of the estimator's target (the fine loss of the step), split by loss,
+        as ``deepinv.Trainer`` records them: per sample, named by the loss's class when there are several.
+        """
+        for meter, loss_fn, value in zip(self.logs_losses_train, self.losses, self._term0_losses):
+            meter.update(value.float().cpu().numpy())
+            if len(self.losses) > 1:
+                logs[loss_fn.__class__.__name__] = meter.avg
 
     def check_clip_grad(self):
         """Deepinv's clipping and gradient-norm check, made safe.
@@ -448,8 +476,8 @@ class MultiscaleTrainer(Trainer):
                     p.grad = torch.zeros_like(p)
         self.optimizer.step = _no_optimizer_step
         self.scaler.scale(torch.zeros((), device=self.device))  # an enabled scaler may not have scaled a term yet
-        logs["level"] = plan.level
-        logs["skipped_steps"] = self.skipped_steps
+        self.last_step_scalars = step_scalars(plan, self.cost, skipped_steps=self.skipped_steps)
+        logs.update(self.last_step_scalars)
         assert self._posed_term0 is not None
         return torch.tensor(float("nan"), device=self.device), self._posed_term0[3], logs
 
@@ -466,15 +494,17 @@ class MultiscaleTrainer(Trainer):
             x_net = self.model_inference(y=posed.y, physics=posed.physics, x=posed.x, train=True)
             # Under autocast the network returns half precision; the loss is taken in >= float32.
             x_net = x_net.to(torch.promote_types(x_net.dtype, torch.float32))
-            total = 0.0
+            total, values = 0.0, []
             with self.get_autocast_context():
                 for loss_fn in level_losses(per_sample_losses(self.losses) if fused else self.losses, posed.physics):
                     value = loss_fn(
                         x=posed.x, x_net=x_net, y=posed.y, physics=posed.physics, model=self.model, epoch=epoch
                     )
+                    values.append(value.detach())
                     total = total + (_per_sample(value, loss_fn) if fused else value.mean())
             if start == 0 and level == base_level:  # the last such call of a step is term 0's pass
                 self._posed_term0 = (posed.x, posed.y, posed.physics, x_net.detach())
+                self._term0_losses = values
             return total
 
         return level_loss
@@ -487,7 +517,8 @@ class MultiscaleTrainer(Trainer):
         Full-Multiscale stages never touch the fine grid's forward model.
         """
         if not self._in_train_step:
-            return super().get_samples_online(iterators, g)
+            with self._evaluation_stream(g):
+                return super().get_samples_online(iterators, g)
         data = batch_as_dict(next(iterators[g]))
         if "x" not in data:
             raise ValueError("Dataloader must return ground truth `x` for online measurements.")
@@ -503,6 +534,29 @@ class MultiscaleTrainer(Trainer):
         if not single and self.poser.mode_for(physics, has_x=True, online=True) == "physics":
             return x, None, physics
         return x, physics(x, **params), physics
+
+    @contextmanager
+    def _evaluation_stream(self, g: int) -> Iterator[None]:
+        """With ``eval_seed``, physics generator ``g`` draws in evaluation from its own stream, seeded by ``eval_seed``.
+
+        The stream starts again at every evaluation (every call of ``test``, every evaluation during
+        training), so each one sees the same parameters, and the training stream is left where it was.
+        """
+        generator = None if self.physics_generator is None or self.eval_seed is None else self.physics_generator[g]
+        rng = getattr(generator, "rng", None)
+        if not isinstance(rng, torch.Generator):
+            yield
+            return
+        training = rng.get_state()
+        if g in self._eval_streams:
+            rng.set_state(self._eval_streams[g])
+        else:
+            rng.manual_seed(self.eval_seed)
+        try:
+            yield
+        finally:
+            self._eval_streams[g] = rng.get_state()
+            rng.set_state(training)
 
     def compute_metrics(self, x, x_net, y, physics, logs, train: bool = True, epoch: int | None = None):
         """Training metrics of an MGE step are measured on term 0's batch at the step's level."""

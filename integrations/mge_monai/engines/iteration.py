@@ -16,6 +16,7 @@ from mge_plugins.batching import slice_batch
 from mge_plugins.checks import check_batch_rank, check_dataset_length, check_network, warn_batchnorm
 from mge_plugins.host_step import MultiscaleStep, check_resumed_strategy, host_options, validate_host_options
 from mge_plugins.level_rules import LevelRule, check_level_rule, resolve_level_rule
+from mge_plugins.scalars import step_scalars
 from mge_plugins.strategies import STAGED_STRATEGIES, fit_levels, refit_options, warn_fitted_levels
 
 from ..transforms.level import pyramid_key
@@ -70,7 +71,11 @@ class MultiscaleIteration:
 
     The engine's output holds only term 0's tensors (image, label, prediction, at the step's
     level) and scalars, so decollation and metric handlers see consistent batch sizes;
-    ``engine.state.batch`` is term 0's part of the loaded batch. The plan is a pure function of
+    ``engine.state.batch`` is term 0's part of the loaded batch. The scalars are the fine loss
+    (``loss``) and those of :mod:`mge_plugins.scalars` (``mge_stage``, ``mge_level``,
+    ``mge_term_{k}``, ``mge_saving``, ``mge_work_units``, ``mge_flops``), which MONAI's
+    ``TensorBoardStatsHandler`` writes with the ``output_transform`` of
+    :func:`~mge_monai.handlers.from_multiscale_output`. The plan is a pure function of
     ``engine.state.iteration``, so a checkpointed engine resumes in its stage; the cost counters
     travel in ``engine.state.mge_cost``.
 
@@ -375,6 +380,10 @@ class MultiscaleIteration:
         if outcome.native is not None:
             self.multiscale.after_update(engine.network)
             self._account(engine)
+            scalars = step_scalars(plan, self.cost)
+            for item in outcome.native if isinstance(outcome.native, list) else [outcome.native]:
+                if isinstance(item, dict):  # the output, or its decollated items
+                    item.update(scalars)
             return outcome.native
         if outcome.skipped:
             return self._skipped(engine, plan, first, inputs.device)
@@ -392,10 +401,7 @@ class MultiscaleIteration:
             engine.optimizer.step()
         self.multiscale.after_update(engine.network)
         self._account(engine)
-        engine.state.output["mge_level"] = plan.level
-        engine.state.output["mge_stage"] = -1 if plan.stage is None else plan.stage
-        for k, value in enumerate(stats.term_values):
-            engine.state.output[f"mge_term_{k}"] = value
+        engine.state.output.update(step_scalars(plan, self.cost, stats))
         if isinstance(batchdata, dict):
             engine.state.batch = slice_batch(batchdata, 0, plan.batch_sizes[0])
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
@@ -407,9 +413,7 @@ class MultiscaleIteration:
         engine.state.output[Keys.LOSS] = torch.tensor(float("nan"), device=device)
         self._account(engine)
         setattr(engine.state, SKIPPED_KEY, self.skipped_steps)
-        engine.state.output["mge_level"] = plan.level
-        engine.state.output["mge_stage"] = -1 if plan.stage is None else plan.stage
-        engine.state.output["mge_skipped_steps"] = self.skipped_steps
+        engine.state.output.update(step_scalars(plan, self.cost, skipped_steps=self.skipped_steps))
         return engine.state.output
 
     def _autocast(self, engine: Engine, device: torch.device) -> AbstractContextManager[Any]:
@@ -458,5 +462,3 @@ class MultiscaleIteration:
         if self.multiscale is not None and hasattr(self.multiscale.strategy, "state_dict"):
             setattr(engine.state, ALLOCATION_KEY, self.multiscale.strategy.state_dict())
         setattr(engine.state, STATE_KEY, self.cost.state_dict())
-        if isinstance(engine.state.output, dict):
-            engine.state.output["mge_work_saving"] = self.cost.saving
