@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -32,14 +33,27 @@ TARGET_MARGIN_DB = 0.1
 
 
 def load(paths: list[Path]) -> list[dict[str, Any]]:
-    """Every row of the given results files (a run measured twice keeps its last row)."""
-    rows: dict[str, dict[str, Any]] = {}
+    """Every run of the given results files; a run measured several times keeps its last row.
+
+    Its seconds become the median over the repeats whose load stayed within the cores (``repeats``
+    counts them), so a timing is quoted as a median only when every repeat was quiet.
+    """
+    repeats: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for path in paths:
         for line in path.read_text().splitlines():
             if line.strip():
                 row = json.loads(line)
-                rows[row["run"]] = row
-    return list(rows.values())
+                repeats[row["run"]].append(row)
+    rows = []
+    for runs in repeats.values():
+        row = dict(runs[-1])
+        quiet = [r for r in runs if r.get("load", {}).get("quiet")]
+        if len(runs) > 1:
+            row["repeats"] = len(runs)
+            row["load"] = {**row.get("load", {}), "quiet": len(quiet) == len(runs)}
+            row["seconds"] = statistics.median(r["seconds"] for r in runs)
+        rows.append(row)
+    return rows
 
 
 def families(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -88,7 +102,9 @@ def report(rows: list[dict[str, Any]]) -> str:
     for _, runs in sorted(grouped.items()):
         for r in runs:
             quiet = r.get("load", {}).get("quiet")
-            seconds = f"{r['seconds']:.0f}" if quiet else "—"
+            seconds = f"{r['seconds']:.1f}" if quiet else "—"
+            if quiet and r.get("repeats"):
+                seconds += f" (median of {r['repeats']})"
             lines.append(
                 f"| {r['run']} | {r['psnr']:.2f} | {r['flops'] / 1e9:.0f} | {seconds} | "
                 f"{'yes' if quiet else 'no' if quiet is not None else 'not recorded'} |"
@@ -111,7 +127,28 @@ def report(rows: list[dict[str, Any]]) -> str:
                 lines.append(f"| {name} | not reached (best {best:.2f} dB) | — |")
             else:
                 lines.append(f"| {name} | {cost / 1e9:.0f} | {ref['flops'] / cost:.2f}× |")
+    lines += _wall_clock(ref, rows)
     return "\n".join(lines) + "\n"
+
+
+def _wall_clock(ref: dict[str, Any] | None, rows: list[dict[str, Any]]) -> list[str]:
+    """Time saving against FLOP saving for the quiet runs, when the reference was timed quietly too."""
+    if ref is None or not ref.get("load", {}).get("quiet"):
+        return []
+    quiet = [r for r in rows if r["run"] != ref["run"] and r.get("load", {}).get("quiet")]
+    if not quiet:
+        return []
+    lines = [
+        "",
+        f"Wall-clock against the reference ({ref['run']}, {ref['seconds']:.1f} s), quiet runs only:",
+        "",
+        "| run | PSNR − reference (dB) | FLOP saving | time saving | time / FLOP saving |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for r in sorted(quiet, key=lambda r: r["run"]):
+        flop, time = ref["flops"] / r["flops"], ref["seconds"] / r["seconds"]
+        lines.append(f"| {r['run']} | {r['psnr'] - ref['psnr']:+.2f} | {flop:.2f}× | {time:.2f}× | {time / flop:.2f} |")
+    return lines
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> None:

@@ -16,7 +16,9 @@ so instead of quoting seconds.
 
     python scripts/step_profile.py --size 128 --levels 3 --steps 20 --repeats 3 --out results/profile
 
-Writes ``profile.json`` and ``profile.md`` under ``--out``.
+Writes ``profile.json`` and ``profile.md`` under ``--out``. ``--render JSON --into FILE --block NAME``
+rewrites the text between ``<!-- profile:NAME -->`` and ``<!-- /profile:NAME -->`` of ``FILE`` from a
+saved ``profile.json`` (``tests/test_benchmarks_doc.py`` checks BENCHMARKS.md's blocks that way).
 """
 
 from __future__ import annotations
@@ -171,6 +173,18 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def render_into(result_path: Path, document: Path, block: str) -> None:
+    """Replace the ``profile:block`` markers' content of ``document`` with the Markdown of a saved result."""
+    text = document.read_text()
+    start, end = f"<!-- profile:{block} -->", f"<!-- /profile:{block} -->"
+    if start not in text or end not in text:
+        raise SystemExit(f"{document} has no {start} ... {end} markers")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    body = markdown(json.loads(result_path.read_text()))
+    document.write_text(f"{head}{start}\n{body}{end}{tail}")
+
+
 def main() -> None:
     """Profile every stage and write ``profile.json`` and ``profile.md``."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -186,7 +200,15 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default: %(default)s)")
     parser.add_argument("--out", default="results/profile", help="(default: %(default)s)")
+    parser.add_argument("--render", type=Path, help="a saved profile.json to render instead of profiling")
+    parser.add_argument("--into", type=Path, help="with --render: the document whose block to rewrite")
+    parser.add_argument("--block", help="with --render: the marker name (e.g. unfused)")
     args = parser.parse_args()
+    if args.render is not None:
+        if args.into is None or args.block is None:
+            raise SystemExit("--render needs --into FILE and --block NAME")
+        render_into(args.render, args.into, args.block)
+        return
     torch.set_num_threads(args.threads)
     crops = RandomCrops(bundled_images(TRAIN_IMAGES), args.size, args.seed)
     with LoadMonitor(interval=5.0) as monitor:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 from pathlib import Path
 
@@ -37,3 +38,40 @@ def test_a_stale_block_is_detected(tmp_path: Path) -> None:
     path.write_text("before\n<!-- study:x -->\nold\n<!-- /study:x -->\nafter\n")
     fms_report.replace_block(path, "x", "new\n")
     assert path.read_text() == "before\n<!-- study:x -->\nnew\n<!-- /study:x -->\nafter\n"
+
+
+def test_profile_blocks_equal_their_saved_profiles() -> None:
+    spec = importlib.util.spec_from_file_location("step_profile", ROOT / "scripts" / "step_profile.py")
+    module = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    spec.loader.exec_module(module)
+    document = (ROOT / "BENCHMARKS.md").read_text()
+    blocks = re.findall(r"<!-- profile:(\w+) -->\n(.*?)<!-- /profile:\1 -->", document, flags=re.S)
+    assert {name for name, _ in blocks} == {"unfused", "fused"}
+    for name, text in blocks:
+        saved = json.loads((ROOT / "docs" / "profile" / f"{name}.json").read_text())
+        assert saved["valid"], f"docs/profile/{name}.json was timed under load"
+        assert text == module.markdown(saved), (
+            f"stale: python scripts/step_profile.py --render docs/profile/{name}.json "
+            f"--into BENCHMARKS.md --block {name}"
+        )
+
+
+def test_repeated_runs_report_their_median_seconds_only_when_every_repeat_was_quiet(tmp_path: Path) -> None:
+    fms_report = report_module()
+    config = {k: "1" for k in ("size", "levels", "batch_size", "width", "depth", "lr", "sigma")}
+    rows = []
+    for seconds, quiet in ((30.0, True), (10.0, True), (20.0, True)):
+        rows.append({"run": "single:4", "psnr": 20.0, "flops": 8e9, "seconds": seconds, "load": {"quiet": quiet},
+                     "config": config})  # fmt: skip
+    for seconds, quiet in ((2.0, True), (4.0, False), (3.0, True)):
+        rows.append({"run": "fms:8", "psnr": 19.95, "flops": 1e9, "seconds": seconds, "load": {"quiet": quiet},
+                     "config": config})  # fmt: skip
+    path = tmp_path / "t.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    loaded = {r["run"]: r for r in fms_report.load([path])}
+    assert loaded["single:4"]["seconds"] == 20.0 and loaded["single:4"]["repeats"] == 3
+    assert loaded["fms:8"]["load"]["quiet"] is False  # one loaded repeat: no seconds quoted
+    report = fms_report.report(list(loaded.values()))
+    assert "| single:4 | 20.00 | 8 | 20.0 (median of 3) | yes |" in report
+    assert "| fms:8 | 19.95 | 1 | — | no |" in report and "Wall-clock against" not in report
