@@ -1,7 +1,7 @@
 """``mge-train``: train a bundled task with a multiscale strategy next to the single-scale baseline.
 
 Prints fine-level PSNR/SSIM on held-out crops, FLOPs, work units, wall-clock and the saving of
-each strategy, and writes ``summary.csv``, ``history.csv``, ``figure.png`` and the checkpoints
+each strategy, and writes ``summary.csv``, ``history.csv``, ``figure.png``, ``report.md`` and the checkpoints
 to a new run folder ``--out/TASK/YYYYMMDD-HHMMSS/``, one per run (``--naming paper``:
 ``--out/{task}_{dataset}_{network}_{mode}_run{seed}/``, the paper's names). :func:`load_network`
 loads a trained network back.
@@ -24,6 +24,7 @@ import torch
 
 from mge_plugins import available_strategies, build_strategy
 from mge_plugins.cost import step_work_units
+from mge_plugins.diagnostics import LoadMonitor
 
 from .data import (
     IMAGE_SUFFIXES,
@@ -42,6 +43,7 @@ from .networks import detect_network, network_problem
 from .paper import PAPER_MODES, paper_run_name
 from .plots import COST_AXES, plot_quality_against_cost, pyplot, save_figure, show_image
 from .progress import Progress, step_fields
+from .report import write_report
 from .tasks import NETWORKS, TASKS, make_model
 from .training import MultiscaleTrainer
 
@@ -66,8 +68,8 @@ Train a bundled task with a multiscale strategy next to the single-scale baselin
 
 Prints fine-level PSNR/SSIM on 32 held-out crops, FLOPs, work units, wall-clock and the saving of
 each strategy. Every run writes a new folder OUT/TASK/YYYYMMDD-HHMMSS/ (with --naming paper:
-OUT/{task}_{dataset}_{network}_{mode}_run{seed}/) with summary.csv, history.csv, figure.png and
-one checkpoint folder per strategy (STRATEGY/ckp_best.pth.tar);
+OUT/{task}_{dataset}_{network}_{mode}_run{seed}/) with summary.csv, history.csv, figure.png,
+report.md and one checkpoint folder per strategy (STRATEGY/ckp_best.pth.tar);
 mge_deepinv.cli.load_network(folder) loads a trained network back.
 """
 
@@ -716,7 +718,8 @@ def run_task(args: argparse.Namespace, inputs: Inputs | None = None) -> list[dic
     out = _run_folder(args)
     print(f"writing to {out}/", flush=True)
     strategies = [args.strategy] + ([] if args.no_baseline or args.strategy == "single" else ["single"])
-    results = {s: _train_one(s, args, inputs, out) for s in strategies}
+    with LoadMonitor(interval=5.0) as monitor:
+        results = {s: _train_one(s, args, inputs, out) for s in strategies}
     rows = [r["row"] for r in results.values()]
     measured = "single" in results
     _savings(rows, measured)
@@ -733,8 +736,9 @@ def run_task(args: argparse.Namespace, inputs: Inputs | None = None) -> list[dic
         writer.writeheader()
         writer.writerows(history)
     _write_figure(args.task, results, inputs.test_clean, out / "figure.png")
+    write_report(out / "report.md", args.task, args, rows, measured, monitor.report())
     checkpoints = ", ".join(f"{s}/{CHECKPOINT}" for s in results)
-    print(f"\nwrote {out}/: summary.csv, history.csv, figure.png, {checkpoints}")
+    print(f"\nwrote {out}/: summary.csv, history.csv, figure.png, report.md, {checkpoints}")
     return rows
 
 

@@ -65,6 +65,14 @@ def test_mge_train_writes_table_logs_figure_and_checkpoints(denoise_run) -> None
     assert [h["strategy"] for h in history] == ["full-multiscale"] * 2 + ["single"] * 2
     assert all(float(h["PSNR"]) > 5 for h in history)
     assert (run / "figure.png").stat().st_size > 10_000
+    report = (run / "report.md").read_text()  # the table users open, with the same figures as summary.csv
+    saving = f"{float(rows['full-multiscale']['flop_saving']):.2f}x"
+    assert (
+        report.startswith("# mge-train denoise")
+        and f"| full-multiscale | {float(rows['full-multiscale']['psnr']):.2f} |" in report
+    )
+    assert saving in report and "![quality against FLOPs and seconds" in report
+    assert ("do not measure the method" in report) != ("the seconds are a measurement" in report)
     assert (run / "single" / "ckp_best.pth.tar").is_file() and (run / "full-multiscale" / "ckp_best.pth.tar").is_file()
     assert f"wrote {run}/" in denoise_run.printed
 
