@@ -2,11 +2,15 @@
 
 The table sits between ``<!-- mge-train:table -->`` and ``<!-- /mge-train:table -->``. Its
 figures come from ``docs/figures/mge_train.json``, which this script writes from the
-``summary.csv`` of each task run with ``mge-train TASK --out DIR``; ``tests/test_readme.py``
-checks that the table equals what the JSON gives, so it cannot go stale.
+``summary.csv`` of each task run with ``mge-train TASK --out DIR`` (the latest run of each task);
+``tests/test_readme.py`` checks that the table equals what the JSON gives, so it cannot go stale.
+``--name NAME`` keeps another table: markers ``<!-- mge-train:NAME -->``, figures in
+``docs/figures/mge_train_NAME.json``.
 
     for t in denoise deblur inpaint sr; do mge-train $t --out results/readme; done
     python scripts/refresh_readme.py results/readme
+    for t in denoise deblur inpaint sr; do mge-train $t --budget 0.35 --out results/budget; done
+    python scripts/refresh_readme.py results/budget --name budget
 """
 
 from __future__ import annotations
@@ -29,12 +33,31 @@ TASKS = {
 START, END = "<!-- mge-train:table -->", "<!-- /mge-train:table -->"
 
 
+def markers(name: str) -> tuple[str, str]:
+    """The README markers of table ``name``."""
+    return f"<!-- mge-train:{name} -->", f"<!-- /mge-train:{name} -->"
+
+
+def json_path(name: str) -> Path:
+    """Where the figures of table ``name`` are kept."""
+    return JSON if name == "table" else JSON.with_name(f"mge_train_{name}.json")
+
+
+def _summary(folder: Path, task: str) -> Path | None:
+    """``folder/task/summary.csv``, or that of the task's latest run folder."""
+    direct = folder / task / "summary.csv"
+    if direct.exists():
+        return direct
+    runs = sorted((folder / task).glob("*/summary.csv"))
+    return runs[-1] if runs else None
+
+
 def collect(folder: Path) -> dict[str, Any]:
     """The figures of every task's ``summary.csv`` under ``folder``, with the machine's load."""
     tasks = {}
     for task in TASKS:
-        path = folder / task / "summary.csv"
-        if path.exists():
+        path = _summary(folder, task)
+        if path is not None:
             with path.open() as f:
                 tasks[task] = [{k: v for k, v in row.items()} for row in csv.DictReader(f)]
     return {"folder": str(folder), "load_after": os.getloadavg()[0], "cores": os.cpu_count(), "tasks": tasks}
@@ -57,23 +80,26 @@ def table(data: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def replace(readme: Path, text: str) -> None:
-    """Put ``text`` between the table markers of ``readme``."""
+def replace(readme: Path, text: str, name: str = "table") -> None:
+    """Put ``text`` between the markers of table ``name`` in ``readme``."""
+    start, end = markers(name)
     document = readme.read_text()
-    head, rest = document.split(START, 1)
-    _, tail = rest.split(END, 1)
-    readme.write_text(f"{head}{START}\n{text}{END}{tail}")
+    head, rest = document.split(start, 1)
+    _, tail = rest.split(end, 1)
+    readme.write_text(f"{head}{start}\n{text}{end}{tail}")
 
 
 def main() -> None:
     """Collect the summaries into the JSON and rewrite the README table."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", type=Path, help="the --out folder of the mge-train runs")
+    parser.add_argument("--name", default="table", help="which README table (default: %(default)s)")
     args = parser.parse_args()
     data = collect(args.folder)
-    JSON.parent.mkdir(parents=True, exist_ok=True)
-    JSON.write_text(json.dumps(data, indent=1) + "\n")
-    replace(ROOT / "README.md", table(data))
+    path = json_path(args.name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1) + "\n")
+    replace(ROOT / "README.md", table(data), args.name)
     print(table(data))
 
 
