@@ -8,6 +8,9 @@ full resolution on held-out crops. A run is ``name:steps`` where ``name`` is one
 - ``fms``: Full-Multiscale as shipped (halving split, terms cut from the loaded batch);
 - ``ffms``: ``fms`` with fused passes (one weighted pass per level; the noise is drawn once per
   loaded batch at the fine grid, so every level loss depends on the samples only);
+- ``pffms``: ``ffms`` with each stage's crops cut at the stage's level from a
+  :class:`~mge_plugins.pyramid.LevelPyramid` of the training images (no fine crops cut and
+  restricted in the coarse stages);
 - ``pr``: progressive resizing (the same stages, no MGE terms);
 - ``fmsF``/``prF`` with ``F`` a percentage (e.g. ``fms25``): the coarse stages as above, then a
   final full-resolution phase of ``F`` % of the steps with single-scale batches (SlowFast's last
@@ -55,6 +58,7 @@ from mge_plugins.allocation import measure_level_variances, optimal_allocation
 from mge_plugins.cost import measure_level_flops
 from mge_plugins.diagnostics import LoadMonitor
 from mge_plugins.meshfree import MeshFreeDenoiser
+from mge_plugins.pyramid import LevelPyramid
 
 
 class Phased(Strategy):
@@ -79,13 +83,12 @@ class Phased(Strategy):
 
 def make_strategy(name: str, steps: int, args: argparse.Namespace) -> Strategy:
     """The strategy of run ``name`` over ``steps`` steps."""
-    match = re.fullmatch(r"(single|ffms|fms|pr|cw)(\d*)r?", name)
+    match = re.fullmatch(r"(single|pffms|ffms|fms|pr|cw)(\d*)r?", name)
     if match is None:
-        raise SystemExit(f"unknown run {name!r}; use single, fms, ffms, pr, fmsF, prF or cwF (F = fine-phase percent)")
-    kind, percent = (
-        match.group(1).removeprefix("f") if match.group(1) == "ffms" else match.group(1),
-        int(match.group(2) or 0),
-    )
+        raise SystemExit(
+            f"unknown run {name!r}; use single, fms, ffms, pffms, pr, fmsF, prF or cwF (F = fine-phase percent)"
+        )
+    kind, percent = ("fms" if match.group(1).endswith("fms") else match.group(1)), int(match.group(2) or 0)
     batch = args.batch_size
     if kind == "single":
         return build_strategy("single", loaded_batch_size=batch)
@@ -167,15 +170,29 @@ def run(name: str, steps: int, args: argparse.Namespace, test: tuple[torch.Tenso
     seconds, curve = 0.0, []
     monitor = LoadMonitor(interval=10.0)
     monitor.__enter__()
-    fused = name.startswith("ffms")
+    fused, pyramid = name.startswith(("ffms", "pffms")), name.startswith("pffms")
+    if pyramid:
+        levels = LevelPyramid(bundled_images(TRAIN_IMAGES), args.levels)
+        generator = torch.Generator().manual_seed(args.seed)
     for step in range(steps):
         plan = strategy.plan(step)
-        clean = crops(required_batch_size(plan.batch_sizes))
-        start = time.perf_counter()
-        if fused:  # the fine-grid noise travels with the batch: every level loss depends on the samples only
+        start = time.perf_counter()  # the seconds include cutting the crops, as a user's loader would
+        if pyramid:  # the stage's crops at the stage's level; white noise there is the restricted fine noise
+            clean = levels.crops(required_batch_size(plan.batch_sizes), args.size, plan.level, generator)
+            batch = (clean, torch.randn_like(clean))
+
+            def stage_pose(
+                b: tuple[torch.Tensor, torch.Tensor], level: int, base: int = plan.level
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+                return fused_pose(b, level - base)
+
+            mge_step(model, optimizer, per_sample_mse, batch, plan, pose=stage_pose, meter=meter, fused=True, step=step)
+        elif fused:  # the fine-grid noise travels with the batch: every level loss depends on the samples only
+            clean = crops(required_batch_size(plan.batch_sizes))
             batch = (clean, torch.randn_like(clean))
             mge_step(model, optimizer, per_sample_mse, batch, plan, pose=fused_pose, meter=meter, fused=True, step=step)
         else:
+            clean = crops(required_batch_size(plan.batch_sizes))
             mge_step(model, optimizer, nn.MSELoss(), clean, plan, pose=pose, meter=meter)
         scheduler.step()
         seconds += time.perf_counter() - start

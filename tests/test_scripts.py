@@ -31,13 +31,14 @@ def test_the_gpu_check_is_valid_bash_and_its_bench_options_exist() -> None:
 def test_the_convergence_study_and_its_report_run_on_tiny_settings(tmp_path: Path) -> None:
     pytest.importorskip("skimage")
     cmd = [sys.executable, str(SCRIPTS / "fms_convergence.py"), "--size", "16", "--width", "4", "--out", str(tmp_path)]
-    runs = "single:4,single:8,fms:6,fms25r:8,cw25:8,ffms:6"
+    runs = "single:4,single:8,fms:6,fms25r:8,cw25:8,ffms:6,pffms:6"
     subprocess.run([*cmd, "--runs", runs], check=True, capture_output=True)
     rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
     assert [r["run"] for r in rows] == runs.split(",")
     single, fms, fused = rows[0], rows[2], rows[5]
     assert fms["flops"] < single["flops"] and {"quiet", "peak_load"} <= set(fms["load"])
     assert fused["plans"] == fms["plans"] and fused["flops"] < fms["flops"]  # same schedule, fewer passes
+    assert rows[6]["plans"] == fused["plans"] and rows[6]["flops"] == fused["flops"]  # the pyramid: same passes
     assert any("@L2" in plan for plan in fms["plans"]) and "(8,)@L0" in rows[3]["plans"]
     report = subprocess.run(
         [sys.executable, str(SCRIPTS / "fms_report.py"), str(tmp_path / "results.jsonl")],
