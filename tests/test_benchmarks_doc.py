@@ -75,3 +75,19 @@ def test_repeated_runs_report_their_median_seconds_only_when_every_repeat_was_qu
     report = fms_report.report(list(loaded.values()))
     assert "| single:4 | 20.00 | 8 | 20.0 (median of 3) | yes |" in report
     assert "| fms:8 | 19.95 | 1 | — | no |" in report and "Wall-clock against" not in report
+
+
+def test_the_diagnose_block_equals_its_saved_results() -> None:
+    spec = importlib.util.spec_from_file_location("diagnose_table", ROOT / "scripts" / "diagnose_table.py")
+    module = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    spec.loader.exec_module(module)
+    (text,) = re.findall(r"<!-- diagnose:diagnose -->\n(.*?)<!-- /diagnose:diagnose -->",
+                         (ROOT / "BENCHMARKS.md").read_text(), flags=re.S)  # fmt: skip
+    results = [json.loads(p.read_text()) for p in sorted((ROOT / "docs" / "diagnose").glob("*.json"))]
+    assert len(results) == 8 and all(r["schema"] == "mge-bench-diagnose/1" for r in results)
+    assert text == module.table(results), (
+        "stale: python scripts/diagnose_table.py docs/diagnose/*.json --into BENCHMARKS.md --block diagnose"
+    )
+    # the adaptive rule never does worse than plain SGD: its choice is at most single-scale's variance x cost
+    assert all(r["allocation"]["variance_ratio"] <= 1.0 + 1e-9 for r in results)

@@ -1,0 +1,82 @@
+"""The variance x cost table of BENCHMARKS.md from saved ``mge-bench diagnose --json`` results.
+
+Each JSON is one task and network at trained weights. The table gives, per result, the ratio of
+MGE's best allocation (at least one coarser level) to single-scale SGD's variance x cost at equal
+FLOPs, its spread over bootstrap resamples of the probe, the relative variance of the level-0
+difference ``V(grad l_0 - grad l_1) / V(grad l_0)``, and the allocation the adaptive rule chooses
+(``K = 0`` is plain SGD, so the adaptive estimator is never worse than single-scale).
+
+    python scripts/diagnose_table.py docs/diagnose/*.json --into BENCHMARKS.md --block diagnose
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+__all__ = ["row", "table"]
+
+
+def _network(result: dict[str, Any]) -> str:
+    command = result["command"].split()
+    return command[command.index("--network") + 1] if "--network" in command else "dncnn"
+
+
+def _task(result: dict[str, Any]) -> str:
+    command = result["command"].split()
+    return command[command.index("--task") + 1]
+
+
+def row(result: dict[str, Any]) -> str:
+    """One table row from a diagnose result."""
+    mge = [c for c in result["candidates"] if c["levels"] > 0]
+    best = min(mge, key=lambda c: c["variance_ratio"]) if mge else None
+    level0 = result["per_level"][0]
+    relative = level0["difference_variance"] / level0["variance"] if level0.get("difference_variance") else None
+    low, high = result["ratio_interval"]
+    chosen = result["allocation"]
+    ratio = f"{best['variance_ratio']:.2f}× ({low:.2f}–{high:.2f})" if best else "—"
+    adaptive = f"K = {chosen['levels']}, {chosen['batch_sizes']}, {chosen['variance_ratio']:.2f}×"
+    relative_text = f"{relative:.2f}" if relative is not None else "—"
+    return f"| {_task(result)} | {_network(result)} | {ratio} | {relative_text} | {adaptive} |"
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    """The Markdown table, sorted by task and network."""
+    lines = [
+        "| task | network | best MGE allocation, variance × cost vs SGD (80 % of resamples) | "
+        "V(∇ℓ₀ − ∇ℓ₁) / V(∇ℓ₀) | adaptive choice |",
+        "|---|---|---:|---:|---|",
+    ]
+    lines += [row(r) for r in sorted(results, key=lambda r: (_task(r), _network(r)))]
+    return "\n".join(lines) + "\n"
+
+
+def replace_block(path: Path, name: str, text: str) -> None:
+    """Put ``text`` between the ``diagnose:name`` markers of ``path``."""
+    document = path.read_text()
+    start, end = f"<!-- diagnose:{name} -->", f"<!-- /diagnose:{name} -->"
+    if start not in document or end not in document:
+        raise SystemExit(f"{path} has no {start} ... {end} markers")
+    head, rest = document.split(start, 1)
+    _, tail = rest.split(end, 1)
+    path.write_text(f"{head}{start}\n{text}{end}{tail}")
+
+
+def main() -> None:
+    """Print the table; with ``--into`` and ``--block``, also write it into the document."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("results", nargs="+", type=Path, help="mge-bench diagnose --json files")
+    parser.add_argument("--into", type=Path, help="the document whose block to rewrite")
+    parser.add_argument("--block", help="the marker name")
+    args = parser.parse_args()
+    text = table([json.loads(p.read_text()) for p in args.results])
+    if args.into is not None:
+        replace_block(args.into, args.block or "diagnose", text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
