@@ -91,3 +91,17 @@ def test_the_diagnose_block_equals_its_saved_results() -> None:
     )
     # the adaptive rule never does worse than plain SGD: its choice is at most single-scale's variance x cost
     assert all(r["allocation"]["variance_ratio"] <= 1.0 + 1e-9 for r in results)
+
+
+def test_the_host_timing_block_equals_its_saved_result() -> None:
+    spec = importlib.util.spec_from_file_location("host_timing", ROOT / "scripts" / "host_timing.py")
+    module = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    spec.loader.exec_module(module)
+    (text,) = re.findall(r"<!-- host-timing -->\n(.*?)<!-- /host-timing -->", (ROOT / "BENCHMARKS.md").read_text(),
+                         flags=re.S)  # fmt: skip
+    saved = json.loads((ROOT / "docs" / "host_timing.json").read_text())
+    assert all(run["load"]["quiet"] for run in saved["runs"]), "a repeat was timed under load"
+    assert text == module.markdown(saved), (
+        "stale: python scripts/host_timing.py --render docs/host_timing.json --into BENCHMARKS.md"
+    )
