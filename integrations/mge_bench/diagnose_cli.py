@@ -116,6 +116,15 @@ def build_parser() -> argparse.ArgumentParser:
     bundled.add_argument("--batch-size", type=positive_int, default=16, metavar="N", help="loaded batch")
     bundled.add_argument("--channels", type=int, choices=(1, 3), help="1 or 3 (default: 1, or the checkpoint's)")
     bundled.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    bundled.add_argument(
+        "--restriction", default="area", choices=("area", "nearest", "antialias"), help="how levels are formed"
+    )
+    bundled.add_argument(
+        "--coarse-noise", default="keep", choices=("keep", "restrict"), help="the noise level on coarse levels"
+    )
+    bundled.add_argument(
+        "--coarse-mode", default="auto", choices=("auto", "physics", "restrict"), help="how coarse problems are posed"
+    )
     return parser
 
 
@@ -252,6 +261,7 @@ def task_probe(args: argparse.Namespace) -> Probe:
             optimizer=torch.optim.Adam(model.parameters()), train_dataloader=loader, epochs=1,
             online_measurements=True, save_path=None, device=args.device, verbose=False, show_progress_bar=False,
             strategy="mge", levels=2 if args.levels is None else args.levels, non_blocking_transfers=False,
+            restriction=args.restriction, coarse_noise=args.coarse_noise, coarse_mode=args.coarse_mode,
         )  # fmt: skip
     probe = probe_of(trainer, args.levels)
     weights = f"trained weights of {args.checkpoint}" if args.checkpoint is not None else "initial weights"

@@ -350,3 +350,17 @@ def test_progress_shows_when_it_takes_long(capsys) -> None:
     assert "mge-bench diagnose: step" in err and "phase" in err
     run_diagnosis(probe, samples=4, repeats=1)  # a second or so: no progress
     assert capsys.readouterr().err == ""
+
+
+def test_the_coarse_problem_options_change_the_coarse_levels_only(capsys, tmp_path: Path) -> None:
+    common = ["--task", "denoise", "--size", "32", "--batch-size", "4", "--samples", "4", "--repeats", "1",
+              "--levels", "1"]  # fmt: skip
+    results = {}
+    for name, extra in (("default", []), ("restrict", ["--coarse-noise", "restrict"]),
+                        ("nearest", ["--restriction", "nearest"])):  # fmt: skip
+        path = tmp_path / f"{name}.json"
+        run_cli([*common, *extra, "--json", str(path)], capsys)
+        results[name] = json.loads(path.read_text())["per_level"]
+    for name in ("restrict", "nearest"):
+        assert results[name][0]["variance"] == pytest.approx(results["default"][0]["variance"], rel=1e-9)
+        assert results[name][1]["variance"] != pytest.approx(results["default"][1]["variance"], rel=1e-3)
