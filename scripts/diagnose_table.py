@@ -7,6 +7,7 @@ difference ``V(grad l_0 - grad l_1) / V(grad l_0)``, and the allocation the adap
 (``K = 0`` is plain SGD, so the adaptive estimator is never worse than single-scale).
 
     python scripts/diagnose_table.py docs/diagnose/*.json --into BENCHMARKS.md --block diagnose
+    python scripts/diagnose_table.py docs/diagnose/grid/*.json --into BENCHMARKS.md --block grid
 """
 
 from __future__ import annotations
@@ -24,9 +25,18 @@ def _network(result: dict[str, Any]) -> str:
     return command[command.index("--network") + 1] if "--network" in command else "dncnn"
 
 
-def _task(result: dict[str, Any]) -> str:
+def _option(result: dict[str, Any], flag: str, default: str) -> str:
     command = result["command"].split()
-    return command[command.index("--task") + 1]
+    return command[command.index(flag) + 1] if flag in command else default
+
+
+def _task(result: dict[str, Any]) -> str:
+    return _option(result, "--task", "?")
+
+
+def _key(result: dict[str, Any]) -> tuple[str, ...]:
+    return (_task(result), _network(result), _option(result, "--restriction", "area"),
+            _option(result, "--coarse-noise", "keep"))  # fmt: skip
 
 
 def row(result: dict[str, Any]) -> str:
@@ -40,17 +50,18 @@ def row(result: dict[str, Any]) -> str:
     ratio = f"{best['variance_ratio']:.2f}× ({low:.2f}–{high:.2f})" if best else "—"
     adaptive = f"K = {chosen['levels']}, {chosen['batch_sizes']}, {chosen['variance_ratio']:.2f}×"
     relative_text = f"{relative:.2f}" if relative is not None else "—"
-    return f"| {_task(result)} | {_network(result)} | {ratio} | {relative_text} | {adaptive} |"
+    task, network, restriction, noise = _key(result)
+    return f"| {task} | {network} | {restriction} | {noise} | {ratio} | {relative_text} | {adaptive} |"
 
 
 def table(results: list[dict[str, Any]]) -> str:
     """The Markdown table, sorted by task and network."""
     lines = [
-        "| task | network | best MGE allocation, variance × cost vs SGD (80 % of resamples) | "
-        "V(∇ℓ₀ − ∇ℓ₁) / V(∇ℓ₀) | adaptive choice |",
-        "|---|---|---:|---:|---|",
+        "| task | network | restriction | coarse noise | best MGE allocation, variance × cost vs SGD (80 % of "
+        "resamples) | V(∇ℓ₀ − ∇ℓ₁) / V(∇ℓ₀) | adaptive choice |",
+        "|---|---|---|---|---:|---:|---|",
     ]
-    lines += [row(r) for r in sorted(results, key=lambda r: (_task(r), _network(r)))]
+    lines += [row(r) for r in sorted(results, key=_key)]
     return "\n".join(lines) + "\n"
 
 

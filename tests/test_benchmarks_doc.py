@@ -77,20 +77,24 @@ def test_repeated_runs_report_their_median_seconds_only_when_every_repeat_was_qu
     assert "| fms:8 | 19.95 | 1 | — | no |" in report and "Wall-clock against" not in report
 
 
-def test_the_diagnose_block_equals_its_saved_results() -> None:
+def test_the_diagnose_blocks_equal_their_saved_results() -> None:
     spec = importlib.util.spec_from_file_location("diagnose_table", ROOT / "scripts" / "diagnose_table.py")
     module = importlib.util.module_from_spec(spec)
     assert spec.loader is not None
     spec.loader.exec_module(module)
-    (text,) = re.findall(r"<!-- diagnose:diagnose -->\n(.*?)<!-- /diagnose:diagnose -->",
-                         (ROOT / "BENCHMARKS.md").read_text(), flags=re.S)  # fmt: skip
-    results = [json.loads(p.read_text()) for p in sorted((ROOT / "docs" / "diagnose").glob("*.json"))]
-    assert len(results) == 8 and all(r["schema"] == "mge-bench-diagnose/1" for r in results)
-    assert text == module.table(results), (
-        "stale: python scripts/diagnose_table.py docs/diagnose/*.json --into BENCHMARKS.md --block diagnose"
-    )
-    # the adaptive rule never does worse than plain SGD: its choice is at most single-scale's variance x cost
-    assert all(r["allocation"]["variance_ratio"] <= 1.0 + 1e-9 for r in results)
+    blocks = re.findall(r"<!-- diagnose:(\w+) -->\n(.*?)<!-- /diagnose:\1 -->", (ROOT / "BENCHMARKS.md").read_text(),
+                        flags=re.S)  # fmt: skip
+    folders = {"diagnose": ROOT / "docs" / "diagnose", "grid": ROOT / "docs" / "diagnose" / "grid"}
+    assert {name for name, _ in blocks} <= set(folders) and "diagnose" in dict(blocks)
+    for name, text in blocks:
+        results = [json.loads(p.read_text()) for p in sorted(folders[name].glob("*.json"))]
+        assert results and all(r["schema"] == "mge-bench-diagnose/1" for r in results)
+        assert text == module.table(results), (
+            f"stale: python scripts/diagnose_table.py {folders[name].relative_to(ROOT)}/*.json --into BENCHMARKS.md "
+            f"--block {name}"
+        )
+        # the adaptive rule never does worse than plain SGD: its choice is at most single-scale's variance x cost
+        assert all(r["allocation"]["variance_ratio"] <= 1.0 + 1e-9 for r in results)
 
 
 def test_the_host_timing_block_equals_its_saved_result() -> None:
