@@ -124,6 +124,7 @@ class MultiscaleStep:
         self.size_multiple = size_multiple
         self.spatial_dims = spatial_dims
         self.checked = False
+        self.determinism_checked = False  # fused passes: checked once, on the first step run
         self._weights_checked: tuple[str, ...] | None = None
         self.last_allocation: Any = None
         if warn_cost:
@@ -205,8 +206,6 @@ class MultiscaleStep:
                 input_shape=input_shape,
                 generators=generators,
             )
-        if self.fused and coarsest > 0:
-            check_deterministic(level_loss, coarsest, generators)
 
     def run(
         self,
@@ -261,6 +260,10 @@ class MultiscaleStep:
             check_ranks_agree(step=step, plan=plan_fingerprint(plan))
         if not self.checked and input_shape is not None:
             self.check(level_loss, model, input_shape, owned)
+        if self.fused and not self.determinism_checked:
+            self.determinism_checked = True
+            if self.strategy.coarsest_level > 0:
+                check_deterministic(level_loss, self.strategy.coarsest_level, owned)
         if self.meter.flops_per_sample is None:
             self._probe_flops(level_loss, model, no_sync, owned)
         if native is not None and self.native_single:

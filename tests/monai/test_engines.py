@@ -222,3 +222,31 @@ def test_stats_lr_schedule_and_train_metric_handlers_work() -> None:
     assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-2 * 0.5**3)  # stepped once per epoch
     assert 0 < trainer.state.metrics["train_mse"] < 1
     assert any("loss" in message for message in records)
+
+
+def test_fused_passes_give_the_unfused_update_for_fewer_flops() -> None:
+    data = samples(2, n=16, size=16)
+    trainers = []
+    for fused in (False, True):
+        trainer = make(MultiscaleSupervisedTrainer, epochs=1, optimizer="sgd", lr=1.0, data=data, batch_size=16,
+                       strategy="mge", levels=2, fused=fused)  # fmt: skip
+        trainer.state.epoch_length = 1
+        trainers.append(run(trainer))
+    before = [p.detach() for p in network().parameters()]
+    deltas = [
+        torch.cat([(p.detach() - b).reshape(-1) for p, b in zip(t.network.parameters(), before)]) for t in trainers
+    ]
+    assert ((deltas[1] - deltas[0]).norm() / deltas[0].norm()).item() < 1e-5
+    unfused, fused = (t.cost.flops for t in trainers)
+    f = trainers[1].cost.flops_per_sample  # terms (4, 8, 16): fused skips 4 samples at level 1 and 8 at level 2
+    assert unfused - fused == pytest.approx(4 * f[1] + 8 * f[2], rel=1e-6)
+
+
+def test_fused_passes_draw_the_noise_once_and_refuse_dropout() -> None:
+    trainer = run(make(MultiscaleSupervisedTrainer, epochs=1, strategy="mge", levels=1, noise_sigma=0.1, fused=True))
+    assert trainer.cost.steps == 2 and trainer.multiscale.multiscale.fused
+    torch.manual_seed(0)
+    dropout = UNet(spatial_dims=2, in_channels=1, out_channels=1, channels=(8, 16), strides=(2,), dropout=0.5)
+    trainer = make(MultiscaleSupervisedTrainer, epochs=1, strategy="mge", levels=1, fused=True, model=dropout)
+    with pytest.raises(ValueError, match="depends on the samples only"):
+        trainer.run()
