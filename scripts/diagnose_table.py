@@ -14,8 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from doc_blocks import replace_block
 
 __all__ = ["row", "table"]
 
@@ -65,17 +70,6 @@ def table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def replace_block(path: Path, name: str, text: str) -> None:
-    """Put ``text`` between the ``diagnose:name`` markers of ``path``."""
-    document = path.read_text()
-    start, end = f"<!-- diagnose:{name} -->", f"<!-- /diagnose:{name} -->"
-    if start not in document or end not in document:
-        raise SystemExit(f"{path} has no {start} ... {end} markers")
-    head, rest = document.split(start, 1)
-    _, tail = rest.split(end, 1)
-    path.write_text(f"{head}{start}\n{text}{end}{tail}")
-
-
 def main() -> None:
     """Print the table; with ``--into`` and ``--block``, also write it into the document."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -85,7 +79,7 @@ def main() -> None:
     args = parser.parse_args()
     text = table([json.loads(p.read_text()) for p in args.results])
     if args.into is not None:
-        replace_block(args.into, args.block or "diagnose", text)
+        replace_block(args.into, "diagnose", args.block or "diagnose", text)
     print(text)
 
 

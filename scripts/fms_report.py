@@ -22,11 +22,16 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 from mge_plugins.diagnostics import cost_to_target
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from doc_blocks import replace_block
 
 DOUBLING_GAIN_DB = 0.2
 TARGET_MARGIN_DB = 0.1
@@ -177,21 +182,6 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
-def replace_block(path: Path, name: str, text: str) -> None:
-    """Put ``text`` between the ``study:name`` markers of ``path``.
-
-    Raises:
-        SystemExit: when the markers are missing.
-    """
-    start, end = f"<!-- study:{name} -->", f"<!-- /study:{name} -->"
-    document = path.read_text()
-    if start not in document or end not in document:
-        raise SystemExit(f"{path} has no {start} ... {end} block; add the two markers where the report goes")
-    head, rest = document.split(start, 1)
-    _, tail = rest.split(end, 1)
-    path.write_text(f"{head}{start}\n{text}{end}{tail}")
-
-
 def main() -> None:
     """Read the results, write the report and its plot (and the ``--into`` block)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -208,7 +198,7 @@ def main() -> None:
     if args.into is not None:
         if not args.block:
             parser.error("--into needs --block NAME")
-        replace_block(args.into, args.block, text)
+        replace_block(args.into, "study", args.block, text)
         written.append(args.into)
     else:
         written.insert(0, out / f"{stem}.md")

@@ -30,13 +30,16 @@ sys.path.insert(0, str(ROOT))
 
 from mge_plugins.diagnostics import LoadMonitor  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from doc_blocks import replace_block  # noqa: E402
+
 CASES: dict[str, list[str]] = {
     "mge-train denoise": ["mge-train", "denoise"],
     "mge-train sr": ["mge-train", "sr"],
     "MONAI 3D denoise, full-multiscale": [sys.executable, "examples/monai_3d.py", "--strategy", "full-multiscale"],
     "MONAI 3D denoise, single": [sys.executable, "examples/monai_3d.py", "--strategy", "single"],
 }
-START, END = "<!-- host-timing -->", "<!-- /host-timing -->"
 
 
 def _read(case: str, out: Path) -> dict[str, dict[str, float]]:
@@ -117,10 +120,7 @@ def main() -> None:
     if args.render is not None:
         text = markdown(json.loads(args.render.read_text()))
         if args.into is not None:
-            document = args.into.read_text()
-            head, rest = document.split(START, 1)
-            _, tail = rest.split(END, 1)
-            args.into.write_text(f"{head}{START}\n{text}{END}{tail}")
+            replace_block(args.into, "host-timing", None, text)
         print(text)
         return
     result = measure(args.repeats, args.out)

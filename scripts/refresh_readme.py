@@ -19,8 +19,13 @@ import argparse
 import csv
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from doc_blocks import replace_block
 
 ROOT = Path(__file__).resolve().parents[1]
 JSON = ROOT / "docs" / "figures" / "mge_train.json"
@@ -30,12 +35,6 @@ TASKS = {
     "inpaint": "inpaint (30 % of 8×8 blocks)",
     "sr": "2× super-resolution",
 }
-START, END = "<!-- mge-train:table -->", "<!-- /mge-train:table -->"
-
-
-def markers(name: str) -> tuple[str, str]:
-    """The README markers of table ``name``."""
-    return f"<!-- mge-train:{name} -->", f"<!-- /mge-train:{name} -->"
 
 
 def json_path(name: str) -> Path:
@@ -80,15 +79,6 @@ def table(data: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def replace(readme: Path, text: str, name: str = "table") -> None:
-    """Put ``text`` between the markers of table ``name`` in ``readme``."""
-    start, end = markers(name)
-    document = readme.read_text()
-    head, rest = document.split(start, 1)
-    _, tail = rest.split(end, 1)
-    readme.write_text(f"{head}{start}\n{text}{end}{tail}")
-
-
 def main() -> None:
     """Collect the summaries into the JSON and rewrite the README table."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -99,7 +89,7 @@ def main() -> None:
     path = json_path(args.name)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=1) + "\n")
-    replace(ROOT / "README.md", table(data), args.name)
+    replace_block(ROOT / "README.md", "mge-train", args.name, table(data))
     print(table(data))
 
 

@@ -35,7 +35,9 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from doc_blocks import replace_block
 from plain_common import TRAIN_IMAGES, RandomCrops, bundled_images, residual_denoiser
 
 from mge_plugins import StepPlan, build_strategy, mge_step, required_batch_size, restrict
@@ -127,8 +129,9 @@ def profile_stage(plan: StepPlan, args: argparse.Namespace, crops: RandomCrops) 
                     parts["data"] += data
             if repeat:
                 times[kind].append(total / args.steps)
-            else:
-                parts.clear(), levels.clear()
+            else:  # the warm-up repeat's parts are not kept
+                parts.clear()
+                levels.clear()
     hand, plugin = statistics.median(times["hand"]), statistics.median(times["plugin"])
     steps = args.steps * args.repeats
     return {
@@ -173,18 +176,6 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_into(result_path: Path, document: Path, block: str) -> None:
-    """Replace the ``profile:block`` markers' content of ``document`` with the Markdown of a saved result."""
-    text = document.read_text()
-    start, end = f"<!-- profile:{block} -->", f"<!-- /profile:{block} -->"
-    if start not in text or end not in text:
-        raise SystemExit(f"{document} has no {start} ... {end} markers")
-    head, rest = text.split(start, 1)
-    _, tail = rest.split(end, 1)
-    body = markdown(json.loads(result_path.read_text()))
-    document.write_text(f"{head}{start}\n{body}{end}{tail}")
-
-
 def main() -> None:
     """Profile every stage and write ``profile.json`` and ``profile.md``."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -207,7 +198,7 @@ def main() -> None:
     if args.render is not None:
         if args.into is None or args.block is None:
             raise SystemExit("--render needs --into FILE and --block NAME")
-        render_into(args.render, args.into, args.block)
+        replace_block(args.into, "profile", args.block, markdown(json.loads(args.render.read_text())))
         return
     torch.set_num_threads(args.threads)
     crops = RandomCrops(bundled_images(TRAIN_IMAGES), args.size, args.seed)

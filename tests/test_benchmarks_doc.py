@@ -36,7 +36,7 @@ def test_a_stale_block_is_detected(tmp_path: Path) -> None:
     fms_report = report_module()
     path = tmp_path / "doc.md"
     path.write_text("before\n<!-- study:x -->\nold\n<!-- /study:x -->\nafter\n")
-    fms_report.replace_block(path, "x", "new\n")
+    fms_report.replace_block(path, "study", "x", "new\n")
     assert path.read_text() == "before\n<!-- study:x -->\nnew\n<!-- /study:x -->\nafter\n"
 
 

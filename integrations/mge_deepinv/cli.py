@@ -159,18 +159,19 @@ def _whole_number(text: str) -> int:
 
 
 def budget_value(text: str) -> str | float:
-    """``steps``, ``compute`` or a positive fraction of the single-scale compute."""
+    """An argparse type: ``steps``, ``compute`` or a fraction above 0 of the single-scale compute.
+
+    :param str text: the argument as typed.
+    :raises argparse.ArgumentTypeError: naming the value and the choices.
+    """
     if text in ("steps", "compute"):
         return text
     try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0 < value < math.inf:
+        return positive_float(text)
+    except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a budget: use steps, compute, or a fraction of the single-scale compute such as 0.35"
-        )
-    return value
+        ) from None
 
 
 def device_problem(device: str) -> str | None:
