@@ -111,6 +111,8 @@ def _as_per_sample(value: torch.Tensor, level: int, samples: int) -> torch.Tenso
             f"level_loss(batch, {level}) returned a tensor that does not require grad; compute it "
             "from the model's output, outside torch.no_grad()"
         )
+    if type(value) is not torch.Tensor:  # e.g. MONAI's MetaTensor, whose per-sample metadata refuse slicing
+        value = value.as_subclass(torch.Tensor)  # same storage, still in the graph
     return value.to(torch.promote_types(value.dtype, torch.float32))
 
 

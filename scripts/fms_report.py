@@ -95,7 +95,8 @@ def report(rows: list[dict[str, Any]]) -> str:
     ref, why = reference(grouped.get("single", []))
     config = rows[0]["config"]
     lines = [
-        f"Crops {config['size']}², {config['levels']} levels, loaded batch {config['batch_size']}, residual CNN "
+        config.get("description")
+        or f"Crops {config['size']}², {config['levels']} levels, loaded batch {config['batch_size']}, residual CNN "
         f"width {config['width']} depth {config['depth']}, Adam peak lr {config['lr']} with a cosine schedule over "
         f"each run, noise σ = {config['sigma']}.",
         "",

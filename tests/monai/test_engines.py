@@ -242,6 +242,22 @@ def test_fused_passes_give_the_unfused_update_for_fewer_flops() -> None:
     assert unfused - fused == pytest.approx(4 * f[1] + 8 * f[2], rel=1e-6)
 
 
+def test_fused_passes_take_metatensors_loaded_from_files(tmp_path) -> None:
+    pytest.importorskip("nibabel")
+    from mge_monai.data import write_synthetic_volumes
+    from monai.transforms import Compose, CopyItemsd, EnsureChannelFirstd, LoadImaged
+
+    files = write_synthetic_volumes(tmp_path, count=4, size=16, dims=2)
+    load = Compose(
+        [LoadImaged(keys="label"), EnsureChannelFirstd(keys="label"), CopyItemsd(keys="label", names="image")]
+    )
+    data = [load({"label": str(f)}) for f in files] * 4  # MetaTensors whose per-sample metadata slicing checks
+    options = {"strategy": "mge", "levels": 1, "fused": True, "noise_sigma": 0.1}
+    trainer = make(MultiscaleSupervisedTrainer, epochs=1, data=data, **options)
+    assert type(data[0]["label"]).__name__ == "MetaTensor"
+    assert run(trainer).cost.steps == 1 and trainer.multiscale.multiscale.fused
+
+
 def test_fused_passes_draw_the_noise_once_and_refuse_dropout() -> None:
     trainer = run(make(MultiscaleSupervisedTrainer, epochs=1, strategy="mge", levels=1, noise_sigma=0.1, fused=True))
     assert trainer.cost.steps == 2 and trainer.multiscale.multiscale.fused
