@@ -109,7 +109,8 @@ class FullMultiscaleSchedule:
             (coarsest first).
         growth: batch growth per coarser MGE level (default ``2**spatial_dims``).
         mge_levels: at most this many MGE levels below each stage's level (``None`` = every
-            coarser level; ``0`` = no MGE, plain coarse-to-fine training).
+            coarser level; ``0`` = no MGE, plain coarse-to-fine training), or one cap per stage
+            (coarsest first).
         restriction: restriction method.
         spatial_dims: 2 or 3.
 
@@ -127,15 +128,21 @@ class FullMultiscaleSchedule:
         iterations: int | Sequence[int] = 3750,
         batch_size: int | Sequence[int] = 8,
         growth: float | None = None,
-        mge_levels: int | None = None,
+        mge_levels: int | Sequence[int | None] | None = None,
         restriction: str = "area",
         spatial_dims: int = 2,
     ) -> None:
         if isinstance(levels, bool) or not isinstance(levels, int) or levels < 0:
             raise ValueError(f"levels must be an integer >= 0, got {levels!r}")
-        if mge_levels is not None and mge_levels < 0:
-            raise ValueError(f"mge_levels must be >= 0 or None (all coarser levels), got {mge_levels}")
         num_stages = levels + 1
+        caps = list(mge_levels) if isinstance(mge_levels, Sequence) else [mge_levels] * num_stages
+        if len(caps) != num_stages:
+            raise ValueError(
+                f"mge_levels lists {len(caps)} stages but levels={levels} gives {num_stages}; "
+                "give one cap or one per stage, coarsest first"
+            )
+        if any(cap is not None and cap < 0 for cap in caps):
+            raise ValueError(f"mge_levels must be >= 0 or None (all coarser levels), got {mge_levels}")
         if isinstance(iterations, int):
             per_stage = halving_split(iterations, num_stages)
         else:
@@ -157,9 +164,9 @@ class FullMultiscaleSchedule:
         self.mge_levels = mge_levels
         stages: list[Stage] = []
         start = 0
-        for index, (steps, size) in enumerate(zip(per_stage, sizes)):
+        for index, (steps, size, cap) in enumerate(zip(per_stage, sizes, caps)):
             level = levels - index
-            below = levels - level if mge_levels is None else min(mge_levels, levels - level)
+            below = levels - level if cap is None else min(cap, levels - level)
             config = MGEConfig(
                 levels=below,
                 batch_size=size,

@@ -326,10 +326,32 @@ class StrategyOptions:
             spatial_dims=self.spatial_dims,
         )
 
+    def without_equal_tail(self, levels_below: int) -> int:
+        """Fewer MGE levels while the two coarsest terms of a derived nested step would be equal.
+
+        A term whose nested batch equals the previous term's holds the same samples, so the pair
+        ``l_{K-1}(B) - l_K(B) + l_K(B)`` is ``l_{K-1}(B)``: dropping the coarsest level gives the
+        same estimate (in expectation when each pass draws its own noise) for fewer passes. This
+        happens when the loaded batch is too small to grow, e.g. a batch of 1.
+        """
+        while levels_below > 0 and self.split == "nested":
+            sizes = self.mge_config(levels_below).batch_sizes
+            if sizes[-1] != sizes[-2]:
+                break
+            levels_below -= 1
+        return levels_below
+
     def schedule(self, mge_levels: int | None = None) -> FullMultiscaleSchedule:
-        """The :class:`FullMultiscaleSchedule` of these options (``mge_levels`` overrides the cap)."""
+        """The :class:`FullMultiscaleSchedule` of these options (``mge_levels`` overrides the cap).
+
+        With per-term sizes derived from the loaded batch, each stage keeps only the MGE levels
+        whose nested batches grow (:meth:`without_equal_tail`).
+        """
         cap = self.mge_levels if mge_levels is None else mge_levels
         below = [self.levels - lv if cap is None else min(cap, self.levels - lv) for lv in range(self.levels, -1, -1)]
+        kept = [self.without_equal_tail(k) for k in below] if self.derived else below
+        if kept != below:
+            cap, below = kept, kept  # one cap per stage
         sizes = self.batch_size if self.batch_size is not None else [self.finest_size(k) for k in below]
         return FullMultiscaleSchedule(
             levels=self.levels,

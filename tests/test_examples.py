@@ -100,3 +100,29 @@ def test_example_mistakes_end_with_one_line_and_status_2(
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith(f"{name}: error: ") and message in err[-1], err[-1]
     assert not (tmp_path / "out").exists()
+
+
+def _run_demo(name: str, argv: list[str], monkeypatch) -> dict:
+    """Run one of deepinv's stock demos (``examples/NAME``) in this process; its JSON summary."""
+    pytest.importorskip("deepinv")
+    pytest.importorskip("h5py")
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    monkeypatch.setattr(sys, "argv", [name, *argv])
+    runpy.run_path(str(EXAMPLES / name), run_name="__main__")
+    return json.loads(Path(argv[argv.index("--json") + 1]).read_text())
+
+
+def test_deepinv_demo_with_the_class_swapped_counts_the_stock_trainers_flops(tmp_path: Path, monkeypatch) -> None:
+    stock = _run_demo(
+        "deepinv_demo_training.py", ["--trainer", "stock", "--epochs", "1", "--json", str(tmp_path / "s.json")],
+        monkeypatch,
+    )  # fmt: skip
+    swapped = _run_demo(
+        "deepinv_demo_training.py", ["--epochs", "1", "--json", str(tmp_path / "m.json")], monkeypatch
+    )  # fmt: skip
+    assert stock["steps"] == swapped["steps"] == 40  # 40 training images, batch 1, one epoch
+    assert swapped["baseline_flops"] == pytest.approx(stock["flops"], rel=1e-9)  # one way of counting
+    # Batches of 1: every stage takes one sample at its level (no equal coarse terms), 23/11/6 steps.
+    f0 = stock["flops"] / 40
+    assert swapped["flops"] == pytest.approx(6 * f0 + 11 * f0 / 4 + 23 * f0 / 16, rel=0.02)
+    assert stock["psnr"] > 15 and swapped["psnr"] > 10

@@ -117,6 +117,21 @@ def test_loaded_batch_size_derives_terms_from_the_loaded_batch() -> None:
         build_strategy("mge", levels=2, split="disjoint", loaded_batch_size=16)
 
 
+def test_full_multiscale_drops_coarse_terms_a_small_loaded_batch_cannot_grow() -> None:
+    def stages(**options) -> list[tuple[int, ...]]:
+        fms = build_strategy("full-multiscale", levels=2, iterations=7, **options)
+        return [s.batch_sizes for s in fms.schedule.stages]
+
+    # A batch of 1 would give (1, 1, 1) at the fine stage: three levels of passes on one sample.
+    assert stages(loaded_batch_size=1) == [(1,), (1,), (1,)]
+    assert stages(loaded_batch_size=2) == [(2,), (2,), (1, 1, 2)]  # the middle stage's (1, 1) becomes (2,)
+    assert stages(loaded_batch_size=16) == [(16,), (8, 16), (4, 8, 16)]  # growing batches are kept
+    # Disjoint terms hold different samples, and explicit sizes are the user's: both are kept as given.
+    assert StrategyOptions(levels=2, loaded_batch_size=1, split="disjoint").without_equal_tail(2) == 2
+    assert StrategyOptions(levels=2, loaded_batch_size=1).without_equal_tail(2) == 0
+    assert stages(batch_size=1, growth=1.0) == [(1,), (1, 1), (1, 1, 1)]
+
+
 def test_a_plugin_strategy_gets_the_same_loader_derived_sizes(monkeypatch) -> None:
     monkeypatch.setattr(strategies_module, "_REGISTRY", dict(strategies_module._REGISTRY))
     seen: list[StrategyOptions] = []

@@ -51,6 +51,29 @@ def test_fused_gradient_equals_the_unfused_one(sizes, base_level):
     assert fused.fine_loss == pytest.approx(unfused.fine_loss, rel=1e-12)
 
 
+@pytest.mark.parametrize("fused", [False, True])
+def test_equal_nested_terms_give_the_one_term_gradient(fused: bool) -> None:
+    """Why a small loaded batch's (1, 1, 1) may become (1,): the same samples telescope to the fine loss."""
+    model = _model()
+    x = torch.rand(1, 1, 16, 16, dtype=torch.float64)
+    per_sample, mean = _losses(model, x, 0.1 * torch.randn_like(x))
+    loss = per_sample if fused else mean
+    mge_backward(loss, [slice(0, 1)] * 3, fused=fused, coupling=False, spatial_dims=2)
+    three_levels = _grads(model)
+    mge_backward(loss, [slice(0, 1)], fused=fused, coupling=False, spatial_dims=2)
+    one_level = _grads(model)
+    assert (three_levels - one_level).norm() / one_level.norm() < 1e-12
+    mge_backward(loss, [slice(0, 1), slice(0, 1)], fused=fused, coupling=False, spatial_dims=2)
+    assert (_grads(model) - one_level).norm() / one_level.norm() < 1e-12
+    # A control: two terms of different samples do not telescope to the first sample's loss.
+    y = torch.rand(2, 1, 16, 16, dtype=torch.float64)
+    per_sample, mean = _losses(model, y, 0.1 * torch.randn_like(y))
+    mge_backward(per_sample if fused else mean, [slice(0, 1), slice(0, 2)], fused=fused, coupling=False, spatial_dims=2)
+    two = _grads(model)
+    mge_backward(per_sample if fused else mean, [slice(0, 1)], fused=fused, coupling=False, spatial_dims=2)
+    assert (two - _grads(model)).norm() / two.norm() > 1e-3
+
+
 def test_fused_takes_one_pass_per_level_and_its_cost_says_so():
     model = _model()
     x = torch.rand(8, 1, 16, 16, dtype=torch.float64)

@@ -46,6 +46,8 @@ def test_mge_levels_caps_levels_inside_stages() -> None:
     assert all(s.levels_below == 0 for s in plain.stages)
     capped = FullMultiscaleSchedule(levels=3, iterations=15, mge_levels=1, spatial_dims=3, batch_size=1)
     assert [s.batch_sizes for s in capped.stages] == [(1,), (1, 8), (1, 8), (1, 8)]
+    per_stage = FullMultiscaleSchedule(levels=2, iterations=7, mge_levels=[None, 0, 1], batch_size=2)
+    assert [s.batch_sizes for s in per_stage.stages] == [(2,), (2,), (2, 8)]
 
 
 def test_learning_rate_schedule_spans_the_run_and_resumes() -> None:
@@ -97,6 +99,8 @@ def test_halving_split_sums_exactly() -> None:
         (dict(levels=1, batch_size=[4, 4, 4]), r"batch_size lists 3 stages"),
         (dict(levels=-1), "levels must be an integer >= 0"),
         (dict(levels=1, mge_levels=-2), "mge_levels must be >= 0"),
+        (dict(levels=1, mge_levels=[0, -1]), "mge_levels must be >= 0"),
+        (dict(levels=2, mge_levels=[0, 1]), r"mge_levels lists 2 stages but levels=2 gives 3"),
         (dict(levels=1, growth=0.5), "growth must be >= 1"),
     ],
 )

@@ -87,10 +87,29 @@ def test_evaluation_early_stopping_and_plots(tmp_path) -> None:
     )  # fmt: skip
     train(trainer)
     epochs_run = len(trainer.eval_metrics_history["PSNR"])
-    assert epochs_run < 30  # lr = 0: no improvement, early stopping ends the run
+    # lr = 0: no improvement, early stopping ends the run; its patience counts from the fine stage,
+    # whose first step is 40 (epoch 20 of 2 steps): it stops after 2 more evaluations.
+    assert trainer._first_fine_step() == 40 and 20 + 2 < epochs_run < 30
     assert [h["epoch"] for h in trainer.history] == list(range(epochs_run))
     assert list(tmp_path.rglob("ckp_best.pth.tar"))
     assert trainer.history[-1]["steps"] == 2 * epochs_run
+
+
+def test_early_stopping_counts_from_the_fine_stage_where_deepinv_would_stop_in_a_coarse_one() -> None:
+    images = smooth_images(32, 32)
+    runs = []
+    for cls, options in ((dinv.Trainer, {}), (MultiscaleTrainer, {"strategy": "full-multiscale", "levels": 1})):
+        eval_loader = torch.utils.data.DataLoader(CleanImages(smooth_images(16, 32, seed=3)), batch_size=16)
+        physics = dinv.physics.Denoising(dinv.physics.GaussianNoise(0.0))  # lr = 0, no noise: a constant score
+        trainer = make_trainer(
+            cls, images=images, physics=physics, epochs=30, lr=0.0, eval_dataloader=eval_loader, early_stop=2,
+            **options,
+        )  # fmt: skip
+        train(trainer)
+        runs.append(len(trainer.eval_metrics_history["PSNR"]))
+    # The stock trainer stops after epoch 3 (2 evaluations of patience past the best, epoch 0); the
+    # multiscale one trains its coarse stage to epoch 20 and then counts the same patience.
+    assert runs == [4, 20 + 4]
 
 
 def test_r2r_loss_reads_each_levels_noise_from_the_physics() -> None:

@@ -64,7 +64,9 @@ class MultiscaleTrainer(Trainer):
     bounds the largest term. Unless ``mge_batch_size``, ``growth`` or ``batch_sizes`` say
     otherwise, the finest term keeps ``B // 4`` samples and the sizes grow geometrically to ``B`` at
     the coarsest level (``B = 16``, 2 levels: 4, 8, 16); the coarsest Full-Multiscale stage trains
-    on the whole batch. A short last batch (``drop_last=False``) caps every term at its size.
+    on the whole batch. A short last batch (``drop_last=False``) caps every term at its size. A stage
+    whose derived nested terms would end in equal sizes (a batch of 1 gives ``(1, 1, 1)``: one sample
+    at every level, which telescopes to its fine loss) drops those coarse terms.
 
     Every training step adds its scalars to the ``logs`` deepinv already shows and writes (the
     progress bar, the epoch's line with ``verbose``, ``wandb_vis``, ``mlflow_vis``; every step with
@@ -372,6 +374,32 @@ class MultiscaleTrainer(Trainer):
                 record[name] = values[-1]
         self.history.append(record)
         super().save_best_model(epoch, train_ite, **kwargs)
+
+    def stop_criterion(self, epoch, train_ite, **kwargs: Any) -> bool:
+        """Deepinv's early stopping, with its patience counted from the start of the finest stage.
+
+        The evaluations measure the fine task, on which a coarse stage is not trained: without this,
+        ``early_stop`` would end a Full-Multiscale or progressive-resizing run in a coarse stage
+        whenever the fine-level score stalls there, before any fine step.
+
+        :param int epoch: the epoch just evaluated.
+        :param int train_ite: the global iteration of the last training step.
+        :return: whether to stop training.
+        """
+        if self._multiscale_training():
+            first_fine = self._first_fine_step()
+            if first_fine is None or train_ite < first_fine:
+                return False
+            batches = min(len(loader) - loader.drop_last for loader in self.train_dataloader)
+            if epoch <= first_fine // batches + self.early_stop * self.eval_interval:  # as deepinv counts from 0
+                return False
+        return super().stop_criterion(epoch, train_ite, **kwargs)
+
+    def _first_fine_step(self) -> int | None:
+        """The first step the strategy takes on the fine grid (``None`` when it takes none)."""
+        total = self.multiscale.strategy.total_steps or self._total_iterations()
+        loaded = self._loader_batch_size()
+        return next((step for step in range(total) if self.multiscale.plan(step, loaded).level == 0), None)
 
     def compute_loss(self, physics, x, y, train: bool = True, epoch: int | None = None, step: bool = False):
         """MGE backward over the per-term batches of the current plan (deepinv's loss otherwise)."""

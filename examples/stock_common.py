@@ -1,0 +1,62 @@
+"""Options and summaries shared by deepinv's stock demos run with the trainer class swapped."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import torch
+from example_args import positive_float
+from torch.utils.flop_counter import FlopCounterMode
+
+__all__ = ["add_swap_options", "fine_flops", "swap_summary"]
+
+
+def _budget(text: str) -> str | float:
+    return text if text in ("steps", "compute") else positive_float(text)
+
+
+def add_swap_options(parser: argparse.ArgumentParser) -> None:
+    """``--trainer``, ``--strategy``, ``--budget``, ``--fused``, ``--seed`` and ``--json``."""
+    parser.add_argument("--trainer", choices=("stock", "multiscale"), default="multiscale", help="which trainer")
+    parser.add_argument("--strategy", default="full-multiscale", help="MultiscaleTrainer's strategy")
+    parser.add_argument(
+        "--budget", type=_budget, default="steps", help="MultiscaleTrainer's budget: steps, compute or a fraction"
+    )
+    parser.add_argument("--fused", action="store_true", help="MultiscaleTrainer(fused=True)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the crops, the weights and the shuffling")
+    parser.add_argument("--json", metavar="FILE", help="also write the summary to FILE")
+
+
+def fine_flops(model: torch.nn.Module, physics: Any, batch: tuple[torch.Tensor, torch.Tensor]) -> float:
+    """Forward + backward FLOPs of one supervised step of ``model`` on a loaded ``(x, y)`` batch.
+
+    Counted with :class:`torch.utils.flop_counter.FlopCounterMode`, as the multiscale trainer's
+    cost meter counts its passes, so the two trainers' FLOPs compare.
+    """
+    x, y = batch
+    params = [p for p in model.parameters() if p.requires_grad]
+    with FlopCounterMode(display=False) as counter:
+        loss = torch.nn.functional.mse_loss(model(y, physics), x)
+        torch.autograd.grad(loss, params)
+    return float(counter.get_total_flops())
+
+
+def swap_summary(
+    args: argparse.Namespace, demo: str, trainer: Any, psnr: float, step_flops: float | None, steps: int
+) -> dict[str, Any]:
+    """One run's PSNR, FLOPs and settings; the stock trainer's FLOPs are ``step_flops * steps``."""
+    summary: dict[str, Any] = {"demo": demo, "trainer": args.trainer, "seed": args.seed, "psnr": float(psnr)}
+    if args.trainer == "stock":
+        summary.update(steps=steps, flops=step_flops * steps)
+    else:
+        cost = trainer.cost.summary()
+        summary.update(
+            strategy=args.strategy,
+            budget=args.budget,
+            fused=args.fused,
+            steps=cost["steps"],
+            flops=cost["flops"],
+            baseline_flops=cost["baseline_flops"],
+        )
+    return summary
