@@ -28,7 +28,7 @@ from .coupling import CoupledRandomness
 from .meshfree import at_level
 from .nonfinite import NonFiniteError
 
-__all__ = ["FusedLossError", "LevelLoss", "MGEStepStats", "check_nested", "mge_backward"]
+__all__ = ["FusedLossError", "LevelLoss", "MGEStepStats", "check_nested", "mge_backward", "per_sample_mean"]
 
 Parameters = Iterable[torch.Tensor] | Iterable[tuple[str, torch.Tensor]] | torch.nn.Module
 
@@ -97,6 +97,24 @@ def _as_scalar_term(value: torch.Tensor, level: int) -> torch.Tensor:
 
 class FusedLossError(ValueError):
     """A level loss that fused passes cannot weigh: not one loss per sample."""
+
+
+def per_sample_mean(loss: torch.Tensor, source: str, fix: str) -> torch.Tensor:
+    """One loss per sample from an unreduced loss: the mean of each sample's elements, ``(B, ...) -> (B,)``.
+
+    The hosts build fused passes' level losses with it from their loss functions.
+
+    Args:
+        loss: the loss function's output, batch axis first.
+        source: what returned it, for the error (e.g. ``"loss_fn"``).
+        fix: how to get an unreduced loss, for the error.
+
+    Raises:
+        FusedLossError: for a scalar, naming ``source`` and ``fix``.
+    """
+    if loss.dim() == 0:
+        raise FusedLossError(f"fused=True needs one loss per sample, but {source} returned a scalar; {fix}")
+    return loss.reshape(loss.shape[0], -1).mean(1)
 
 
 def _as_per_sample(value: torch.Tensor, level: int, samples: int) -> torch.Tensor:

@@ -14,7 +14,7 @@ from .checks import check_batch_rank, check_integer_images
 from .config import MGEConfig
 from .cost import CostMeter
 from .coupling import CoupledRandomness
-from .estimator import MGEStepStats, _infer_spatial_dims
+from .estimator import MGEStepStats, _infer_spatial_dims, per_sample_mean
 from .host_step import MultiscaleStep
 from .nonfinite import NonFinitePolicy
 from .restriction import restrict
@@ -155,12 +155,7 @@ def mge_step(
         loss = loss_fn(model(inputs), targets)
         if not fused:
             return loss
-        if loss.dim() == 0:
-            raise ValueError(
-                "fused=True needs one loss per sample, but loss_fn returned a scalar; build it without "
-                'reduction (e.g. nn.MSELoss(reduction="none"))'
-            )
-        return loss.reshape(loss.shape[0], -1).mean(1)
+        return per_sample_mean(loss, "loss_fn", 'build it without reduction (e.g. nn.MSELoss(reduction="none"))')
 
     dims = _infer_spatial_dims(batch) if meter is None else meter.spatial_dims
     runner = MultiscaleStep(

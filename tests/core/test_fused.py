@@ -170,3 +170,18 @@ def test_fused_mge_step_updates_the_weights_as_the_unfused_one():
     with pytest.raises(ValueError, match='reduction="none"'):
         mge_step(model, torch.optim.SGD(model.parameters(), lr=0.1), nn.MSELoss(), (x, noise),
                  MGEConfig(levels=1, batch_size=2), pose=pose, fused=True, step=0)  # fmt: skip
+
+
+def test_per_sample_mean_averages_each_sample_and_names_the_fix_for_a_scalar() -> None:
+    from mge_plugins.estimator import FusedLossError, per_sample_mean
+
+    loss = torch.arange(24.0).reshape(2, 3, 4)
+    assert torch.equal(per_sample_mean(loss, "loss_fn", "fix"), torch.tensor([5.5, 17.5]))
+    with pytest.raises(FusedLossError, match=r"^fused=True needs one loss per sample, but MSELoss returned a scalar; "):
+        per_sample_mean(loss.mean(), "MSELoss", "use reduction='none'")
+    model = _model()
+    x = torch.rand(8, 1, 16, 16, dtype=torch.float64)
+    plan = build_strategy("mge", levels=1, loaded_batch_size=8).plan(0)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(FusedLossError, match=r"loss_fn returned a scalar; build it without reduction"):
+        mge_step(model, opt, nn.MSELoss(), (x, x), plan, fused=True)

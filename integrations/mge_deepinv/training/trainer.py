@@ -26,7 +26,7 @@ from mge_plugins.checkpoint import (
 )
 from mge_plugins.checks import check_batch_rank, check_dataset_length, warn_batchnorm
 from mge_plugins.distributed import is_main_process, set_loader_epoch
-from mge_plugins.estimator import FusedLossError
+from mge_plugins.estimator import per_sample_mean
 from mge_plugins.host_step import MultiscaleStep, check_resumed_strategy, host_options, validate_host_options
 from mge_plugins.scalars import step_scalars
 from mge_plugins.strategies import STAGED_STRATEGIES, fit_levels, refit_options, warn_fitted_levels
@@ -39,12 +39,11 @@ __all__ = ["MultiscaleTrainer"]
 
 def _per_sample(value: torch.Tensor, loss_fn: Any) -> torch.Tensor:
     """One loss per sample, as fused passes weigh them (deepinv losses return ``(B,)``)."""
-    if value.dim() == 0:
-        raise FusedLossError(
-            f"fused=True needs one loss per sample, but {type(loss_fn).__name__} returned a scalar; return a (B,) "
-            "tensor as deepinv's losses and metrics do (e.g. SupLoss(metric=dinv.metric.MSE())), or set fused=False"
-        )
-    return value.reshape(value.shape[0], -1).mean(1)
+    fix = (
+        "return a (B,) tensor as deepinv's losses and metrics do (e.g. SupLoss(metric=dinv.metric.MSE())), "
+        "or set fused=False"
+    )
+    return per_sample_mean(value, type(loss_fn).__name__, fix)
 
 
 def _no_optimizer_step(*args: Any, **kwargs: Any) -> None:
@@ -104,10 +103,11 @@ class MultiscaleTrainer(Trainer):
         sizes and the number of levels are re-chosen every ``reestimate_every`` steps from measured
         per-level gradient variances (:class:`mge_plugins.allocation.AdaptiveMGEStrategy`).
     :param int reestimate_every: steps between measurements of the adaptive allocation.
-    :param str budget: ``"steps"`` (default): Full-Multiscale and progressive resizing run the
-        iterations of your epochs, each cheaper than a single-scale one; ``"compute"``: they run
+    :param str, float budget: ``"steps"`` (default): Full-Multiscale and progressive resizing run
+        the iterations of your epochs, each cheaper than a single-scale one; ``"compute"``: they run
         as many more iterations as the single-scale compute of your epochs pays for (the epochs are
-        extended, and a line says so), for the best quality at the same cost.
+        extended, and a line says so), for the best quality at the same cost; a fraction ``f > 0``:
+        the iterations that ``f`` times that compute pays for.
     :param int, None eval_seed: draw the measurement noise of every evaluation from this seed, in a
         forked random stream, and the parameters of a ``physics_generator`` (random masks, filters) from
         a stream of each generator's own seeded by it at the start of every evaluation, so evaluations

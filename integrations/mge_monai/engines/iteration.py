@@ -14,6 +14,7 @@ from monai.utils.enums import CommonKeys as Keys
 from mge_plugins import CostMeter, Strategy, build_strategy, restrict, restricted_randn
 from mge_plugins.batching import slice_batch
 from mge_plugins.checks import check_batch_rank, check_dataset_length, check_network, warn_batchnorm
+from mge_plugins.estimator import per_sample_mean
 from mge_plugins.host_step import MultiscaleStep, check_resumed_strategy, host_options, validate_host_options
 from mge_plugins.level_rules import LevelRule, check_level_rule, resolve_level_rule
 from mge_plugins.scalars import step_scalars
@@ -472,7 +473,7 @@ class MultiscaleIteration:
             return value.mean(), pred
         n = wide.shape[0]
         if value.dim() > 0 and value.shape[0] == n:  # reduction="none": average each sample's elements
-            return value.reshape(n, -1).mean(1), pred
+            return per_sample_mean(value, "loss_function", "use reduction='none'"), pred
         return torch.stack([engine.loss_function(wide[i : i + 1], y[i : i + 1]).mean() for i in range(n)]), pred
 
     def _clean(self, batchdata: Any, targets: Any, start: int, stop: int, level: int) -> Any:
