@@ -6,14 +6,11 @@ import argparse
 from typing import Any
 
 import torch
-from example_args import positive_float
 from torch.utils.flop_counter import FlopCounterMode
 
+from mge_plugins.cli_args import budget_value
+
 __all__ = ["add_swap_options", "fine_flops", "swap_summary"]
-
-
-def _budget(text: str) -> str | float:
-    return text if text in ("steps", "compute") else positive_float(text)
 
 
 def add_swap_options(parser: argparse.ArgumentParser) -> None:
@@ -21,7 +18,7 @@ def add_swap_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trainer", choices=("stock", "multiscale"), default="multiscale", help="which trainer")
     parser.add_argument("--strategy", default="full-multiscale", help="MultiscaleTrainer's strategy")
     parser.add_argument(
-        "--budget", type=_budget, default="steps", help="MultiscaleTrainer's budget: steps, compute or a fraction"
+        "--budget", type=budget_value, default="steps", help="MultiscaleTrainer's budget: steps, compute or a fraction"
     )
     parser.add_argument("--fused", action="store_true", help="MultiscaleTrainer(fused=True)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the crops, the weights and the shuffling")
