@@ -16,9 +16,10 @@ chosen worse than single-scale at equal cost, as measured.
 
 :func:`measure_level_variances` measures :math:`V_k` (and the plain per-level variances, which
 truncated sums need) from per-sample gradients of a small probe; :func:`optimal_allocation` applies
-the rule under a loaded batch's bound; :class:`AdaptiveMGEStrategy` re-measures every ``every``
-steps and changes its sizes only for the steps after a measurement, so a step's sizes never depend
-on the batch they are used for and the estimator stays unbiased.
+the rule under a loaded batch's bound; :class:`AdaptiveMGEStrategy` (and
+:class:`AdaptiveFullMultiscaleStrategy` inside each Full-Multiscale stage) re-measures every
+``every`` steps and changes its sizes only for the steps after a measurement, so a step's sizes
+never depend on the batch they are used for and the estimator stays unbiased.
 """
 
 from __future__ import annotations
@@ -34,9 +35,11 @@ from torch import nn
 from .cost import pixel_fraction
 from .coupling import CoupledRandomness
 from .meshfree import at_level
-from .strategies import StepPlan, Strategy
+from .schedule import FullMultiscaleSchedule
+from .strategies import FullMultiscaleStrategy, StepPlan, Strategy
 
 __all__ = [
+    "AdaptiveFullMultiscaleStrategy",
     "AdaptiveMGEStrategy",
     "Allocation",
     "Diagnosis",
@@ -291,6 +294,52 @@ def optimal_allocation(
     return min(candidates, key=lambda a: a.variance * a.cost)  # the first of equals: fewer levels win ties
 
 
+def _remeasure(
+    level_loss: Callable[[slice, int], torch.Tensor],
+    model: nn.Module,
+    loaded: int,
+    current: StepPlan,
+    max_levels: int,
+    probe: int,
+    bound: int | None,
+    flops_per_sample: Sequence[float] | None,
+    generators: Sequence[torch.Generator],
+    reduce: Callable[[list[float]], list[float]] | None,
+    spatial_dims: int,
+) -> tuple[Allocation, dict[str, Any]]:
+    """Measure levels ``current.level .. + max_levels`` on the loaded batch; the allocation at ``current``'s cost.
+
+    The record says what was measured and chosen, for the strategy's history and the host's logs.
+    """
+    base = current.level
+
+    def relative(indices: slice, k: int) -> torch.Tensor:
+        return level_loss(indices, base + k)
+
+    measured = measure_level_variances(relative, model, min(probe, loaded), max_levels, generators)
+    if reduce is not None:
+        both = reduce([*measured.plain, *measured.difference])
+        plain = len(measured.plain)
+        measured = LevelVariances(tuple(both[:plain]), tuple(both[plain:]), measured.samples)
+    costs = (
+        list(flops_per_sample[base : base + max_levels + 1])
+        if flops_per_sample
+        else [pixel_fraction(base + k, spatial_dims) for k in range(max_levels + 1)]
+    )
+    sizes = current.batch_sizes
+    budget = sum(n * c for n, c in zip(sizes, term_costs(costs, len(sizes) - 1)))
+    allocation = optimal_allocation(measured, costs, budget, bound=min(bound or loaded, loaded))
+    entry = {
+        "batch_sizes": list(allocation.batch_sizes),
+        "plain_variances": list(measured.plain),
+        "difference_variances": list(measured.difference),
+        "costs": costs,
+        "variance_ratio": allocation.variance_ratio,
+        "capped": allocation.capped,
+    }
+    return allocation, entry
+
+
 class AdaptiveMGEStrategy(Strategy):
     """MGE whose per-term sizes and levels follow :func:`optimal_allocation`, re-measured online.
 
@@ -373,32 +422,11 @@ class AdaptiveMGEStrategy(Strategy):
         """
         if not self.due(step) or loaded < 2:
             return None
-        measured = measure_level_variances(level_loss, model, min(self.probe, loaded), self.max_levels, generators)
-        if reduce is not None:
-            both = reduce([*measured.plain, *measured.difference])
-            measured = LevelVariances(
-                tuple(both[: len(measured.plain)]), tuple(both[len(measured.plain) :]), measured.samples
-            )
-        costs = (
-            list(flops_per_sample[: self.max_levels + 1])
-            if flops_per_sample
-            else [pixel_fraction(k, self.spatial_dims) for k in range(self.max_levels + 1)]
-        )
-        current = self.plan(step).batch_sizes
-        budget = sum(n * c for n, c in zip(current, term_costs(costs, len(current) - 1)))
-        bound = min(self.bound or loaded, loaded)
-        allocation = optimal_allocation(measured, costs, budget, bound=bound)
-        self.history.append(
-            {
-                "from_step": step + 1,
-                "batch_sizes": list(allocation.batch_sizes),
-                "plain_variances": list(measured.plain),
-                "difference_variances": list(measured.difference),
-                "costs": costs,
-                "variance_ratio": allocation.variance_ratio,
-                "capped": allocation.capped,
-            }
-        )
+        allocation, entry = _remeasure(
+            level_loss, model, loaded, self.plan(step), self.max_levels, self.probe, self.bound,
+            flops_per_sample, generators, reduce, self.spatial_dims,
+        )  # fmt: skip
+        self.history.append({"from_step": step + 1, **entry})
         return allocation
 
     def describe(self) -> dict[str, Any]:
@@ -409,6 +437,84 @@ class AdaptiveMGEStrategy(Strategy):
             "every": self.every,
             "probe": self.probe,
         }
+
+    def state_dict(self) -> dict[str, Any]:
+        """The choices so far, for a checkpoint."""
+        return {"history": [dict(entry) for entry in self.history]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the choices saved by :meth:`state_dict`."""
+        self.history = [dict(entry) for entry in state.get("history", [])]
+
+
+class AdaptiveFullMultiscaleStrategy(FullMultiscaleStrategy):
+    """Full-Multiscale whose MGE terms inside each stage follow :func:`optimal_allocation`, re-measured.
+
+    The stages, their levels and lengths are the schedule's. Inside a stage with MGE levels, every
+    ``every`` steps :meth:`observe` measures the per-level variances from the stage's level down and
+    sets the sizes (and the number of levels, ``K = 0`` included) of the stage's *following* steps,
+    at the cost of the stage's current step; a new stage starts from the schedule's sizes. So no
+    step's sizes depend on its own batch, and :meth:`state_dict` lets a resumed run plan alike.
+
+    Args:
+        schedule: the Full-Multiscale stages.
+        every: steps between measurements inside a stage.
+        probe: samples per measurement.
+        bound: largest term size (the loaded batch).
+        spatial_dims: 2 or 3 (for the pixel costs when no FLOPs are measured).
+    """
+
+    def __init__(
+        self,
+        schedule: FullMultiscaleSchedule,
+        *,
+        every: int = 100,
+        probe: int = 4,
+        bound: int | None = None,
+        spatial_dims: int = 2,
+    ) -> None:
+        super().__init__(schedule, name="full-multiscale-adaptive")
+        self.every, self.probe, self.bound, self.spatial_dims = every, probe, bound, spatial_dims
+        self.history: list[dict[str, Any]] = []  # {"from_step", "stage", "batch_sizes", ...}, in step order
+
+    def plan(self, step: int) -> StepPlan:
+        """The stage's plan, with the sizes its last measurement before ``step`` chose."""
+        plan = super().plan(step)
+        sizes = plan.batch_sizes
+        for entry in self.history:
+            if entry["stage"] == plan.stage and entry["from_step"] <= step:
+                sizes = tuple(entry["batch_sizes"])
+        return StepPlan(plan.level, sizes, plan.restriction, plan.stage)
+
+    def due(self, step: int) -> bool:
+        """Whether :meth:`observe` measures after ``step``: every ``every`` steps of a stage with MGE levels."""
+        stage = self.schedule.stage_at(step)
+        return stage.levels_below > 0 and (step + 1 - stage.start) % self.every == 0 and step + 1 < stage.stop
+
+    def observe(
+        self,
+        step: int,
+        level_loss: Callable[[slice, int], torch.Tensor],
+        model: nn.Module,
+        loaded: int,
+        flops_per_sample: Sequence[float] | None = None,
+        generators: Sequence[torch.Generator] = (),
+        reduce: Callable[[list[float]], list[float]] | None = None,
+    ) -> Allocation | None:
+        """After ``step``: measure when due and plan the stage's next steps (as :meth:`AdaptiveMGEStrategy.observe`)."""
+        if not self.due(step) or loaded < 2:
+            return None
+        stage = self.schedule.stage_at(step)
+        allocation, entry = _remeasure(
+            level_loss, model, loaded, self.plan(step), stage.levels_below, self.probe, self.bound,
+            flops_per_sample, generators, reduce, self.spatial_dims,
+        )  # fmt: skip
+        self.history.append({"from_step": step + 1, "stage": stage.index, **entry})
+        return allocation
+
+    def describe(self) -> dict[str, Any]:
+        """The schedule and the options (the choices are in :attr:`history`)."""
+        return {**super().describe(), "every": self.every, "probe": self.probe}
 
     def state_dict(self) -> dict[str, Any]:
         """The choices so far, for a checkpoint."""

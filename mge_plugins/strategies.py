@@ -213,9 +213,11 @@ class StrategyOptions:
         mge_levels: Full-Multiscale's cap on MGE levels inside a stage (``0`` = no MGE).
         loaded_batch_size: samples per loaded batch, or ``None`` when the sizes are free.
         split: ``"nested"`` or ``"disjoint"`` per-term batches.
-        allocation: ``"fixed"`` per-term sizes, or ``"adaptive"`` (``"mge"`` only): sizes and levels
+        allocation: ``"fixed"`` per-term sizes, or ``"adaptive"`` (``"mge"``, and MGE inside each
+            ``"full-multiscale"`` stage): sizes and levels
             re-chosen every ``reestimate_every`` steps by the multilevel Monte Carlo rule from
-            measured per-level gradient variances (:class:`~mge_plugins.allocation.AdaptiveMGEStrategy`).
+            measured per-level gradient variances (:class:`~mge_plugins.allocation.AdaptiveMGEStrategy`,
+            :class:`~mge_plugins.allocation.AdaptiveFullMultiscaleStrategy`).
         reestimate_every: steps between measurements of the adaptive allocation.
         budget: what ``iterations`` fixes for a coarse-to-fine strategy: ``"steps"`` (default:
             that many optimizer steps, each cheaper than a single-scale one), ``"compute"`` (the
@@ -405,7 +407,14 @@ def _equal_compute(options: StrategyOptions, mge_levels: int | None) -> FullMult
 
 
 def _full_multiscale(options: StrategyOptions) -> Strategy:
-    return FullMultiscaleStrategy(_equal_compute(options, None))
+    schedule = _equal_compute(options, None)
+    if options.allocation == "adaptive":
+        from .allocation import AdaptiveFullMultiscaleStrategy
+
+        return AdaptiveFullMultiscaleStrategy(
+            schedule, every=options.reestimate_every, bound=options.loaded_batch_size, spatial_dims=options.spatial_dims
+        )
+    return FullMultiscaleStrategy(schedule)
 
 
 def _progressive_resizing(options: StrategyOptions) -> Strategy:

@@ -131,6 +131,17 @@ def test_adaptive_allocation_measures_and_replans(host: str) -> None:
 
 
 @pytest.mark.parametrize("host", ["deepinv", "monai"])
+def test_adaptive_full_multiscale_replans_inside_the_fine_stage(host: str) -> None:
+    options = {"strategy": "full-multiscale", "levels": 1, "allocation": "adaptive", "reestimate_every": 1}
+    result = HOSTS[host].train(conv_net(), clean_images(n=64), **options)
+    fine = result.strategy.schedule.stages[-1]  # the coarse stage has no MGE level to allocate
+    assert result.steps == 8 and (fine.start, fine.stop) == (5, 8)
+    history = result.strategy.history
+    assert [(entry["stage"], entry["from_step"]) for entry in history] == [(1, 6), (1, 7)]
+    assert all(max(entry["batch_sizes"]) <= 8 and len(entry["difference_variances"]) == 1 for entry in history)
+
+
+@pytest.mark.parametrize("host", ["deepinv", "monai"])
 def test_the_compute_budget_runs_longer_for_the_single_scale_work(host: str, capsys) -> None:
     result = HOSTS[host].train(conv_net(), clean_images(n=16), strategy="full-multiscale", levels=1, budget="compute")
     total = result.strategy.total_steps

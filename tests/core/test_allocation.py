@@ -8,6 +8,7 @@ from torch import nn
 
 from mge_plugins import CostMeter, MultiscaleStep, build_strategy, restrict
 from mge_plugins.allocation import (
+    AdaptiveFullMultiscaleStrategy,
     AdaptiveMGEStrategy,
     LevelVariances,
     measure_level_variances,
@@ -126,7 +127,55 @@ def test_adaptive_mge_changes_sizes_only_after_a_measurement_and_resumes_alike()
     assert resumed == plans
 
 
-def test_adaptive_allocation_is_an_option_of_mge_only() -> None:
+def adaptive_fms_run(resume_at: int | None = None) -> tuple[list, AdaptiveFullMultiscaleStrategy]:
+    torch.manual_seed(0)
+    model = nn.Conv2d(1, 1, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    options = {"levels": 2, "loaded_batch_size": 16, "iterations": 42, "allocation": "adaptive", "reestimate_every": 3}
+    strategy = build_strategy("full-multiscale", **options)
+    assert isinstance(strategy, AdaptiveFullMultiscaleStrategy)
+    runner = MultiscaleStep(strategy, CostMeter(baseline_batch_size=16))
+    plans = []
+    for step in range(42):
+        images = smooth(16, seed=step)
+
+        def level_loss(indices: slice, level: int, images=images) -> torch.Tensor:
+            x = restrict(images[indices], level)
+            return (model(x) - 0.5 * x).pow(2).mean()
+
+        before = strategy.plan(step)
+        opt.zero_grad()
+        outcome = runner.run(step, 16, level_loss, model=model)
+        assert outcome.plan == before  # a step's sizes were fixed before its batch was seen
+        opt.step()
+        plans.append((before.level, before.batch_sizes))
+        if resume_at is not None and step + 1 == resume_at:
+            saved = strategy.state_dict()
+            strategy = build_strategy("full-multiscale", **options)
+            strategy.load_state_dict(saved)
+            runner = MultiscaleStep(strategy, runner.meter)
+    return plans, strategy
+
+
+def test_adaptive_full_multiscale_reallocates_inside_stages_and_resumes_alike() -> None:
+    plans, strategy = adaptive_fms_run()
+    stages = strategy.schedule.stages  # 24 / 12 / 6 steps at levels 2, 1, 0
+    assert [(s.level, s.start, s.stop) for s in stages] == [(2, 0, 24), (1, 24, 36), (0, 36, 42)]
+    # The coarsest stage has no MGE level to allocate; the others measure every 3 of their steps.
+    assert [(e["stage"], e["from_step"]) for e in strategy.history] == [(1, 27), (1, 30), (1, 33), (2, 39)]
+    assert plans[:24] == [(2, (16,))] * 24 and plans[24:27] == [(1, (8, 16))] * 3
+    assert plans[27] == (1, tuple(strategy.history[0]["batch_sizes"])) and plans[27][1] != (8, 16)
+    assert plans[36] == (0, (4, 8, 16))  # a new stage starts from the schedule's sizes
+    assert plans[39] == (0, tuple(strategy.history[3]["batch_sizes"]))
+    # Each measurement covers the stage's level and those below it: levels 1-2, then 0-2.
+    assert [len(e["costs"]) for e in strategy.history] == [2, 2, 2, 3]
+    first = strategy.history[0]["costs"]
+    assert first[0] / first[1] == pytest.approx(4, rel=0.2)  # FLOPs per sample at levels 1 and 2 (2D)
+    resumed, _ = adaptive_fms_run(resume_at=31)
+    assert resumed == plans
+
+
+def test_an_unknown_allocation_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown allocation 'optimal'"):
         build_strategy("mge", allocation="optimal")
 

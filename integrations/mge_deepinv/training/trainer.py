@@ -99,9 +99,11 @@ class MultiscaleTrainer(Trainer):
         term and level when a level's loss or the accumulated gradient is NaN/inf, with the weights
         and optimizer state untouched; ``"skip"`` such steps (no optimizer step, one warning, counted
         in :attr:`skipped_steps`). With ``mixed_precision``, gradients are left to the ``GradScaler``.
-    :param str allocation: ``"fixed"`` (default) per-term sizes, or ``"adaptive"`` for ``"mge"``: the
-        sizes and the number of levels are re-chosen every ``reestimate_every`` steps from measured
-        per-level gradient variances (:class:`mge_plugins.allocation.AdaptiveMGEStrategy`).
+    :param str allocation: ``"fixed"`` (default) per-term sizes, or ``"adaptive"`` for ``"mge"`` and
+        inside each ``"full-multiscale"`` stage: the sizes and the number of levels are re-chosen every
+        ``reestimate_every`` steps from measured per-level gradient variances
+        (:class:`mge_plugins.allocation.AdaptiveMGEStrategy`,
+        :class:`mge_plugins.allocation.AdaptiveFullMultiscaleStrategy`).
     :param int reestimate_every: steps between measurements of the adaptive allocation.
     :param str, float budget: ``"steps"`` (default): Full-Multiscale and progressive resizing run
         the iterations of your epochs, each cheaper than a single-scale one; ``"compute"``: they run

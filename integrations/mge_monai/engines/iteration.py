@@ -108,8 +108,9 @@ class MultiscaleIteration:
         keep_noise_std: with ``noise_sigma``, keep the per-pixel std on coarse levels (default)
             or let it fall as the restricted noise does (``sigma / 2**(d/2)`` per level).
         label_key: key of the clean image in the batch, for the cached pyramid.
-        allocation: ``"fixed"`` (default) per-term sizes, or ``"adaptive"`` for ``"mge"``: sizes
-            and levels re-chosen every ``reestimate_every`` iterations from measured per-level
+        allocation: ``"fixed"`` (default) per-term sizes, or ``"adaptive"`` for ``"mge"`` and inside
+            each ``"full-multiscale"`` stage: sizes and levels re-chosen every ``reestimate_every``
+            iterations from measured per-level
             gradient variances; the choices travel in ``engine.state.mge_allocation``.
         reestimate_every: iterations between measurements of the adaptive allocation.
         budget: ``"steps"`` (default): coarse-to-fine strategies run the engine's iterations;
