@@ -11,6 +11,10 @@ full resolution on held-out crops. A run is ``name:steps`` where ``name`` is one
 - ``pffms``: ``ffms`` with each stage's crops cut at the stage's level from a
   :class:`~mge_plugins.pyramid.LevelPyramid` of the training images (no fine crops cut and
   restricted in the coarse stages);
+- ``afms``: ``fms`` with ``allocation="adaptive"``: inside each stage with MGE levels the per-term
+  sizes (and levels) are re-chosen every ``--reestimate-every`` steps from measured per-level
+  gradient variances (:class:`~mge_plugins.allocation.AdaptiveFullMultiscaleStrategy`); the
+  measurements' own passes are not counted in the FLOPs;
 - ``pr``: progressive resizing (the same stages, no MGE terms);
 - ``fmsF``/``prF`` with ``F`` a percentage (e.g. ``fms25``): the coarse stages as above, then a
   final full-resolution phase of ``F`` % of the steps with single-scale batches (SlowFast's last
@@ -57,6 +61,7 @@ from mge_plugins import (
 from mge_plugins.allocation import measure_level_variances, optimal_allocation
 from mge_plugins.cost import measure_level_flops
 from mge_plugins.diagnostics import LoadMonitor
+from mge_plugins.host_step import MultiscaleStep
 from mge_plugins.meshfree import MeshFreeDenoiser
 from mge_plugins.pyramid import LevelPyramid
 
@@ -83,10 +88,15 @@ class Phased(Strategy):
 
 def make_strategy(name: str, steps: int, args: argparse.Namespace) -> Strategy:
     """The strategy of run ``name`` over ``steps`` steps."""
+    if name == "afms":
+        return build_strategy(
+            "full-multiscale", loaded_batch_size=args.batch_size, levels=args.levels, iterations=steps,
+            allocation="adaptive", reestimate_every=args.reestimate_every,
+        )  # fmt: skip
     match = re.fullmatch(r"(single|pffms|ffms|fms|pr|cw)(\d*)r?", name)
     if match is None:
         raise SystemExit(
-            f"unknown run {name!r}; use single, fms, ffms, pffms, pr, fmsF, prF or cwF (F = fine-phase percent)"
+            f"unknown run {name!r}; use single, fms, ffms, pffms, afms, pr, fmsF, prF or cwF (F = fine-phase percent)"
         )
     kind, percent = ("fms" if match.group(1).endswith("fms") else match.group(1)), int(match.group(2) or 0)
     batch = args.batch_size
@@ -171,6 +181,8 @@ def run(name: str, steps: int, args: argparse.Namespace, test: tuple[torch.Tenso
     monitor = LoadMonitor(interval=10.0)
     monitor.__enter__()
     fused, pyramid = name.startswith(("ffms", "pffms")), name.startswith("pffms")
+    adaptive = name == "afms"
+    runner = MultiscaleStep(strategy, meter)
     if pyramid:
         levels = LevelPyramid(bundled_images(TRAIN_IMAGES), args.levels)
         generator = torch.Generator().manual_seed(args.seed)
@@ -191,6 +203,15 @@ def run(name: str, steps: int, args: argparse.Namespace, test: tuple[torch.Tenso
             clean = crops(required_batch_size(plan.batch_sizes))
             batch = (clean, torch.randn_like(clean))
             mge_step(model, optimizer, per_sample_mse, batch, plan, pose=fused_pose, meter=meter, fused=True, step=step)
+        elif adaptive:  # the host path: the strategy measures after the step and re-plans the next ones
+            clean = crops(args.batch_size)
+
+            def index_loss(indices: slice, level: int, clean: torch.Tensor = clean) -> torch.Tensor:
+                return level_loss(clean[indices], level)
+
+            optimizer.zero_grad(set_to_none=True)
+            runner.run(step, args.batch_size, index_loss, model=model)
+            optimizer.step()
         else:
             clean = crops(required_batch_size(plan.batch_sizes))
             mge_step(model, optimizer, nn.MSELoss(), clean, plan, pose=pose, meter=meter)
@@ -212,6 +233,10 @@ def run(name: str, steps: int, args: argparse.Namespace, test: tuple[torch.Tenso
         "seconds": seconds,
         "curve": curve,
         "plans": sorted({str(strategy.plan(t).batch_sizes) + f"@L{strategy.plan(t).level}" for t in range(steps)}),
+        "allocations": [
+            {"from_step": e["from_step"], "stage": e["stage"], "batch_sizes": e["batch_sizes"]}
+            for e in getattr(strategy, "history", [])
+        ],
     }
 
 
@@ -233,6 +258,9 @@ def main() -> None:
     parser.add_argument("--network", choices=("cnn", "meshfree"), default="cnn", help="(default: %(default)s)")
     parser.add_argument(
         "--diagnose", action="store_true", help="MGE's variance x cost against SGD at the initial and trained weights"
+    )
+    parser.add_argument(
+        "--reestimate-every", type=int, default=100, help="afms: steps between measurements (default: %(default)s)"
     )
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=Path("results/fms_convergence"), help="(default: %(default)s)")
