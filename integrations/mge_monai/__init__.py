@@ -7,12 +7,19 @@ Swap ``SupervisedTrainer(`` for :class:`MultiscaleSupervisedTrainer` ``(``, or p
 from __future__ import annotations
 
 from .engines import MultiscaleIteration, MultiscaleSupervisedTrainer
-from .handlers import AtomicCheckpointSaver, VerifiedCheckpointLoader, from_multiscale_output, make_atomic
+from .handlers import (
+    AtomicCheckpointSaver,
+    FineStageEarlyStopHandler,
+    VerifiedCheckpointLoader,
+    from_multiscale_output,
+    make_atomic,
+)
 from .sampler import MultiscaleBatchSampler
 from .transforms import LevelPyramidd, RestrictLevel, RestrictLeveld, pyramid_key
 
 __all__ = [
     "AtomicCheckpointSaver",
+    "FineStageEarlyStopHandler",
     "LevelPyramidd",
     "MultiscaleBatchSampler",
     "MultiscaleIteration",

@@ -266,3 +266,22 @@ def test_fused_passes_draw_the_noise_once_and_refuse_dropout() -> None:
     trainer = make(MultiscaleSupervisedTrainer, epochs=1, strategy="mge", levels=1, fused=True, model=dropout)
     with pytest.raises(ValueError, match="depends on the samples only"):
         trainer.run()
+
+
+def test_early_stopping_waits_for_the_fine_stage_where_monais_handler_stops_in_a_coarse_one() -> None:
+    from mge_monai import FineStageEarlyStopHandler
+    from monai.handlers import EarlyStopHandler
+
+    epochs_run = []
+    for handler in (EarlyStopHandler, FineStageEarlyStopHandler):
+        trainer = make(
+            MultiscaleSupervisedTrainer, epochs=12, lr=0.0, batch_size=16, strategy="full-multiscale", levels=1
+        )
+        handler(patience=2, score_function=lambda engine: 1.0, trainer=trainer).attach(trainer)  # never improves
+        run(trainer)
+        epochs_run.append(trainer.state.epoch)
+    fine = trainer.multiscale.multiscale.strategy.schedule.stages[-1]
+    assert (fine.start, trainer.state.epoch_length) == (16, 2)  # the fine stage begins in epoch 9
+    # MONAI's handler stops after 3 epochs (the first sets the best score, 2 more without gain);
+    # the fine-stage one lets epochs 1-8 pass, then counts the same 3 from epoch 9.
+    assert epochs_run == [3, 8 + 3]

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from .checkpoint import AtomicCheckpointSaver, VerifiedCheckpointLoader, make_atomic
+from .early_stop import FineStageEarlyStopHandler
 from .scalars import SCALAR_PREFIX, from_multiscale_output
 
 __all__ = [
     "SCALAR_PREFIX",
     "AtomicCheckpointSaver",
+    "FineStageEarlyStopHandler",
     "VerifiedCheckpointLoader",
     "from_multiscale_output",
     "make_atomic",
