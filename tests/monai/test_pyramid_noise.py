@@ -74,3 +74,55 @@ def test_cached_pyramid_replaces_the_restriction_of_the_label() -> None:
         trainer.run()
     coarse = seen[3]
     assert abs(coarse.mean().item() - 0.25) < 0.02  # sentinel plus zero-mean noise
+
+
+@pytest.mark.parametrize("keep, std, factor", [(False, 0.05, 1.0), (True, 0.1, 2.0)])
+def test_fused_noise_of_a_coarse_stage_is_drawn_there_with_the_law_of_restricted_fine_noise(
+    keep: bool, std: float, factor: float, monkeypatch
+) -> None:
+    data = samples(n=16, size=64)
+    randn, drawn = torch.randn, []
+
+    def recording_randn(*args, **kwargs):
+        out = randn(*args, **kwargs)
+        drawn.append(tuple(out.shape))
+        return out
+
+    monkeypatch.setattr(torch, "randn", recording_randn)
+    model, seen = network(), []
+
+    def spy(x: torch.Tensor) -> torch.Tensor:
+        seen.append(x.detach().clone())
+        return model(x)
+
+    class Spy(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, x):
+            return spy(x)
+
+    trainer = MultiscaleSupervisedTrainer(
+        device="cpu", max_epochs=1, epoch_length=5, train_data_loader=DataLoader(data, batch_size=16), network=Spy(),
+        optimizer=torch.optim.Adam(model.parameters(), 1e-3), loss_function=torch.nn.MSELoss(reduction="none"),
+        strategy="full-multiscale", levels=2, iterations=7, noise_sigma=0.1, keep_noise_std=keep, fused=True,
+        size_multiple=1,
+    )  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.run()
+    monkeypatch.undo()
+    # Four steps at level 2 and one at level 1 drew on their own grids, never on the 64x64 one.
+    assert drawn.count((16, 1, 16, 16)) == 4 and drawn.count((16, 1, 32, 32)) == 1
+    assert (16, 1, 64, 64) not in drawn
+    plan = trainer.multiscale.multiscale.plan(4, 16)
+    assert (plan.level, plan.batch_sizes) == (1, (8, 16))  # step 4: the middle stage, terms at levels 1 and 2
+    assert tuple(seen[-2].shape) == (8, 1, 32, 32) and tuple(seen[-1].shape) == (16, 1, 16, 16)
+    clean = torch.stack([d["label"] for d in data])
+    noise_base = seen[-2] - restrict(clean[:8], 1)
+    noise_coarse = seen[-1] - restrict(clean, 2)
+    # Drawn on the 32x32 grid with the std a restricted 64x64 draw has there (halved per level in 2D)...
+    assert noise_base.std().item() == pytest.approx(std, rel=0.05)
+    # ...and restricted from there for the next level, so the two passes share it.
+    torch.testing.assert_close(noise_coarse[:8], factor * restrict(noise_base, 1), rtol=1e-4, atol=1e-5)

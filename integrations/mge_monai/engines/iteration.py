@@ -160,7 +160,7 @@ class MultiscaleIteration:
         fused: bool = False,
     ) -> None:
         self.fused = fused
-        self._fine_noise: torch.Tensor | None = None
+        self._step_noise: tuple[int, torch.Tensor] | None = None
         self.strategy = strategy
         self.nonfinite = nonfinite
         self.allow_strategy_change = allow_strategy_change
@@ -367,8 +367,8 @@ class MultiscaleIteration:
                 self._check_window(engine, inputs, self.multiscale.strategy.coarsest_level)
         step = engine.state.iteration - 1
         plan = self.multiscale.plan(step, inputs.shape[0])
-        if self.fused and self.noise_sigma is not None:  # one fine draw per loaded batch: the levels share it
-            self._fine_noise = torch.randn(targets.shape, dtype=targets.dtype, device=targets.device)
+        if self.fused and self.noise_sigma is not None:  # one draw per loaded batch, shared by the levels
+            self._step_noise = self._draw_noise(targets, plan.level)
         first: dict[str, torch.Tensor] = {}
         autocast = engine.amp and engine.scaler is not None
         scaling = autocast and engine.scaler.is_enabled()  # a CUDA scaler without CUDA passes losses through
@@ -444,6 +444,16 @@ class MultiscaleIteration:
             return torch.autocast(device.type, **engine.amp_kwargs)
         return nullcontext()
 
+    @staticmethod
+    def _draw_noise(targets: torch.Tensor, level: int) -> tuple[int, torch.Tensor]:
+        """Standard normal noise on the grid of ``level``: restricted fine white noise has this law, times a std.
+
+        Area-restricted white noise is white, so a step whose finest term is at ``level`` (a coarse
+        Full-Multiscale stage) draws there instead of drawing on the fine grid and restricting.
+        """
+        shape = (*targets.shape[:2], *(n // 2**level for n in targets.shape[2:]))
+        return level, torch.randn(shape, dtype=targets.dtype, device=targets.device)
+
     def _pose(
         self, batchdata: Any, inputs: torch.Tensor, targets: Any, indices: slice, level: int
     ) -> tuple[torch.Tensor, Any]:
@@ -451,10 +461,11 @@ class MultiscaleIteration:
         y = self._clean(batchdata, targets, indices.start, indices.stop, level)
         if self.noise_sigma is None:
             return restrict(inputs[indices], level, self.restriction), y
-        if self._fine_noise is not None:  # fused: the batch's one fine draw, restricted as restricted_randn does
-            noise = restrict(self._fine_noise[indices], level)
-            if self.keep_noise_std:
-                noise = noise * 2.0 ** ((noise.dim() - 2) * level / 2)
+        if self._step_noise is not None and level >= self._step_noise[0]:  # fused: the batch's one draw
+            base, drawn = self._step_noise
+            noise = restrict(drawn[indices], level - base)  # std 2**(-d * (level - base) / 2)
+            dims = noise.dim() - 2  # a restricted fine draw has std 2**(-d * level / 2), or 1 with keep_noise_std
+            noise = noise * 2.0 ** (dims * (level - base) / 2 if self.keep_noise_std else -dims * base / 2)
         else:
             noise = restricted_randn(
                 targets[indices].shape, level, keep_std=self.keep_noise_std, dtype=y.dtype, device=y.device
