@@ -211,16 +211,9 @@ def deepinv_probe(trainer: Any, levels: int | None = None) -> Probe:
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         host.setup_train(train=False)  # lists, losses, checkpoint, scaler; train=False builds no strategy
     check_losses(host.losses)
-    host._in_train_step = True  # MultiscaleTrainer's sampling: per-sample physics parameters are kept
-    try:
-        x, y, physics = host.get_samples([iter(loader) for loader in host.train_dataloader], 0)
-    finally:
-        host._in_train_step = False
-    params = getattr(host, "_current_params", {}) or {}
-    mode = host.poser.mode_for(physics, has_x=x is not None, online=host.online_measurements)
+    level_loss, x, y, physics, mode = host.probe_level_loss()
     rng = getattr(getattr(physics, "noise_model", None), "rng", None)
     fine = x if x is not None else y
-    level_loss = host._level_loss(physics, x, y, params, mode, 0, 0)
     model = host.model
     return Probe(
         model,
@@ -267,16 +260,7 @@ def monai_probe(engine: Any, levels: int | None = None) -> Probe:
         iteration = MultiscaleIteration(strategy="mge", levels=DEFAULT_LEVELS)
         default = DEFAULT_LEVELS
     requested = default if levels is None else levels
-    batchdata = next(iter(engine.data_loader))
-    batch = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs)
-    inputs, targets = batch[0], batch[1]
-    args, kwargs = (batch[2], batch[3]) if len(batch) == 4 else ((), {})
-    iteration.label_rule = iteration._resolve_label_rule(engine, inputs, targets)
-    engine.network.train()
-
-    def level_loss(indices: slice, level: int) -> torch.Tensor:
-        x, y = iteration._pose(batchdata, inputs, targets, indices, level)
-        return iteration._loss(engine, x, y, args, kwargs)[0]
+    level_loss, inputs = iteration.probe_level_loss(engine, next(iter(engine.data_loader)))
 
     return Probe(
         engine.network,
@@ -289,5 +273,5 @@ def monai_probe(engine: Any, levels: int | None = None) -> Probe:
             f"{type(engine).__name__} with {type(engine.network).__name__} and {type(engine.loss_function).__name__}, "
             f"label posed by {iteration.label_rule.rule}"
         ),
-        check=lambda levels: iteration._check_window(engine, inputs, levels),
+        check=lambda levels: iteration.check_levels(engine, inputs, levels),
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -510,6 +510,25 @@ class MultiscaleTrainer(Trainer):
         logs.update(self.last_step_scalars)
         assert self._posed_term0 is not None
         return torch.tensor(float("nan"), device=self.device), self._posed_term0[3], logs
+
+    def probe_level_loss(self) -> tuple[Callable[[slice, int], torch.Tensor], torch.Tensor | None, Any, Any, str]:
+        """One training batch, drawn and posed as a training step draws and poses it, and its level loss.
+
+        For measurements outside training (``mge-bench diagnose``), after ``setup_train``: the
+        batch's per-sample physics parameters are kept, nothing is stepped or written.
+
+        :return: ``(level_loss, x, y, physics, mode)``: ``level_loss(indices, level)`` is the mean
+            loss of samples ``indices`` posed at ``level``; ``mode`` is how coarse levels are posed
+            (``"physics"`` or ``"restrict"``).
+        """
+        self._in_train_step = True  # the training draw: per-sample physics parameters are kept
+        try:
+            x, y, physics = self.get_samples([iter(loader) for loader in self.train_dataloader], 0)
+        finally:
+            self._in_train_step = False
+        params = getattr(self, "_current_params", {}) or {}
+        mode = self.poser.mode_for(physics, has_x=x is not None, online=self.online_measurements)
+        return self._level_loss(physics, x, y, params, mode, 0, 0), x, y, physics, mode
 
     def _level_loss(self, physics, x, y, params, mode: str, epoch, base_level: int):
         """``level_loss(indices, level)`` for this loaded batch; stashes term 0 for metrics and plots."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
 
@@ -422,6 +422,37 @@ class MultiscaleIteration:
             engine.state.batch = slice_batch(batchdata, 0, plan.batch_sizes[0])
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
         return engine.state.output
+
+    def probe_level_loss(self, engine: Engine, batchdata: Any) -> tuple[Callable[[slice, int], torch.Tensor], Any]:
+        """The level loss of one loaded batch, posed as a step poses it, and the prepared network input.
+
+        For measurements outside training (``mge-bench diagnose``): the label rule is resolved on
+        this batch unless a step resolved it, the network is put in training mode, nothing is stepped.
+
+        Args:
+            engine: the trainer whose ``prepare_batch``, ``inferer`` and ``loss_function`` are used.
+            batchdata: one batch of its loader.
+
+        Returns:
+            ``(level_loss, inputs)``: ``level_loss(indices, level)`` is the mean loss of the loaded
+            samples ``indices`` posed at ``level``.
+        """
+        batch = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs)
+        inputs, targets = batch[0], batch[1]
+        args, kwargs = (batch[2], batch[3]) if len(batch) == 4 else ((), {})
+        if self.label_rule is None:
+            self.label_rule = self._resolve_label_rule(engine, inputs, targets)
+        engine.network.train()
+
+        def level_loss(indices: slice, level: int) -> torch.Tensor:
+            x, y = self._pose(batchdata, inputs, targets, indices, level)
+            return self._loss(engine, x, y, args, kwargs)[0]
+
+        return level_loss, inputs
+
+    def check_levels(self, engine: Engine, inputs: torch.Tensor, levels: int) -> None:
+        """What the first step checks: the network and an SSIM window work ``levels`` below the input's grid."""
+        self._check_window(engine, inputs, levels)
 
     def _skipped(self, engine: Engine, plan, first: dict, device: torch.device) -> dict:
         """The output of a skipped iteration: no optimizer step, a NaN loss, the count in the state."""
