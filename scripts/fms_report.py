@@ -11,6 +11,7 @@ within the machine's cores.
 
     python scripts/fms_report.py results/study/s64/results.jsonl [more.jsonl ...]
     python scripts/fms_report.py docs/study/s64.jsonl --into BENCHMARKS.md --block s64
+    python scripts/fms_report.py seed0.jsonl seed1.jsonl seed2.jsonl --per-seed single:300
 
 With ``--into FILE --block NAME`` the report also replaces the text between the markers
 ``<!-- study:NAME -->`` and ``<!-- /study:NAME -->`` of ``FILE`` (``tests/test_benchmarks_doc.py``
@@ -183,13 +184,61 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+def per_seed(paths: list[Path], reference_run: str) -> str:
+    """FLOPs-to-target savings per family for each seed's results file, against its own ``reference_run``.
+
+    Each file holds one seed's runs (``--seed`` of ``fms_convergence.py``); the target is that
+    seed's reference minus 0.1 dB, and the last column is the median over the seeds that reached it.
+    """
+    seeds, savings = [], defaultdict(dict)
+    for path in paths:
+        rows = load([path])
+        seed = rows[0]["config"].get("seed", "?")
+        seeds.append(seed)
+        by_run = {r["run"]: r for r in rows}
+        if reference_run not in by_run:
+            raise SystemExit(f"{path}: no {reference_run} run to take as the reference")
+        ref = by_run[reference_run]
+        target = ref["psnr"] - TARGET_MARGIN_DB
+        for name, runs in families(rows).items():
+            cost = cost_to_target([{"flops": r["flops"], "psnr": r["psnr"]} for r in runs], target)
+            savings[name][seed] = None if cost is None else ref["flops"] / cost
+    lines = [
+        f"FLOPs saving to reach {reference_run} minus 0.1 dB, each seed against its own {reference_run}:",
+        "",
+        "| family | " + " | ".join(f"seed {s}" for s in seeds) + " | median |",
+        "|---|" + "---:|" * (len(seeds) + 1),
+    ]
+    for name in sorted(savings):
+        values = [savings[name].get(s) for s in seeds]
+        reached = [v for v in values if v is not None]
+        median = f"{statistics.median(reached):.2f}×" if len(reached) == len(values) else "—"
+        cells = ["not reached" if v is None else f"{v:.2f}×" for v in values]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {median} |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     """Read the results, write the report and its plot (and the ``--into`` block)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("results", type=Path, nargs="+", help="results.jsonl files of fms_convergence.py")
     parser.add_argument("--into", type=Path, help="a Markdown file to update between study markers")
     parser.add_argument("--block", help="the marker name for --into (e.g. s64)")
+    parser.add_argument(
+        "--per-seed",
+        metavar="RUN",
+        help="one file per seed: the FLOPs-to-target saving of each family per seed against its own RUN "
+        "(e.g. single:300), instead of the report",
+    )
     args = parser.parse_args()
+    if args.per_seed:
+        text = per_seed(args.results, args.per_seed)
+        if args.into is not None:
+            if not args.block:
+                parser.error("--into needs --block NAME")
+            replace_block(args.into, "seeds", args.block, text)
+        print(text, end="")
+        return
     rows = load(args.results)
     out = args.results[0].parent
     text = report(rows)

@@ -109,3 +109,36 @@ def test_the_host_timing_block_equals_its_saved_result() -> None:
     assert text == module.markdown(saved), (
         "stale: python scripts/host_timing.py --render docs/host_timing.json --into BENCHMARKS.md"
     )
+
+
+def test_the_per_seed_blocks_equal_their_committed_results() -> None:
+    document = (ROOT / "BENCHMARKS.md").read_text()
+    blocks = re.findall(r"<!-- seeds:(\w+) -->\n(.*?)<!-- /seeds:\1 -->", document, flags=re.S)
+    assert blocks, "BENCHMARKS.md has no per-seed block"
+    fms_report = report_module()
+    for name, text in blocks:
+        (reference,) = re.findall(r"to reach (\S+) minus", text.splitlines()[0])
+        paths = [
+            ROOT / "docs" / "study" / f"{name}.jsonl",
+            *sorted((ROOT / "docs" / "study").glob(f"{name}_seed*.jsonl")),
+        ]
+        assert len(paths) >= 3, f"block seeds:{name} needs three seeds' results"
+        assert text == fms_report.per_seed(paths, reference), (
+            f"stale: python scripts/fms_report.py {' '.join(str(p.relative_to(ROOT)) for p in paths)} "
+            f"--per-seed {reference} --into BENCHMARKS.md --block {name}"
+        )
+
+
+def test_the_stock_swap_block_equals_its_saved_runs() -> None:
+    spec = importlib.util.spec_from_file_location("stock_swap", ROOT / "scripts" / "stock_swap.py")
+    module = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    spec.loader.exec_module(module)
+    (text,) = re.findall(r"<!-- stock-swap -->\n(.*?)<!-- /stock-swap -->", (ROOT / "BENCHMARKS.md").read_text(), re.S)
+    rows = [json.loads(line) for line in (ROOT / "docs" / "stock_swap.jsonl").read_text().splitlines() if line]
+    assert {(r["demo"], r["seed"]) for r in rows if r["trainer"] == "stock"} == {
+        (demo, seed) for demo in module.DEMOS for seed in (0, 1, 2)
+    }
+    assert text == module.markdown(rows), (
+        "stale: python scripts/stock_swap.py --render docs/stock_swap.jsonl --into BENCHMARKS.md"
+    )

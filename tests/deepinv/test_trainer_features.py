@@ -153,10 +153,32 @@ def test_a_compute_budget_stretches_the_cosine_schedule_and_warns_for_others(cap
     assert trainer.epochs > 2 and cosine.T_max == trainer.epochs  # the cosine ends with the extended run
     assert optimizer.param_groups[0]["lr"] < 1e-4  # annealed to the end, not climbing back up
     assert f"T_max follows, 2 -> {trainer.epochs} epochs" in capsys.readouterr().out
-    step = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1)
-    trainer = make_trainer(MultiscaleTrainer, model=net, optimizer=optimizer, scheduler=step, epochs=2, levels=1,
+    lam = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 0.5**epoch)
+    trainer = make_trainer(MultiscaleTrainer, model=net, optimizer=optimizer, scheduler=lam, epochs=2, levels=1,
                            budget="compute")  # fmt: skip
     with pytest.warns(
-        UserWarning, match=r"scheduler \(StepLR\) was built for the planned run; build it for \d+ epochs"
+        UserWarning, match=r"scheduler \(LambdaLR\) was built for the planned run; build it for \d+ epochs"
     ):
         trainer.train()
+
+
+@pytest.mark.parametrize(
+    ("make_scheduler", "planned_end"),
+    [
+        (lambda opt: torch.optim.lr_scheduler.StepLR(opt, step_size=2), 1e-3 * 0.1**2),  # decays at epochs 2, 4
+        (lambda opt: torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[1, 4]), 1e-3 * 0.1**2),
+        (lambda opt: torch.optim.lr_scheduler.ExponentialLR(opt, gamma=0.5), 1e-3 * 0.5**5),
+    ],
+)
+def test_a_compute_budget_stretches_step_and_exponential_schedules_to_the_same_final_rate(
+    make_scheduler, planned_end: float, capsys
+) -> None:
+    net = small_model()
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    scheduler = make_scheduler(optimizer)
+    trainer = make_trainer(MultiscaleTrainer, model=net, optimizer=optimizer, scheduler=scheduler, epochs=5,
+                           levels=1, budget="compute")  # fmt: skip
+    train(trainer)
+    assert trainer.epochs > 5 and " follow" in capsys.readouterr().out
+    # The stock schedule over the planned 5 epochs ends at planned_end; stretched, so does the extended run.
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(planned_end, rel=0.35)

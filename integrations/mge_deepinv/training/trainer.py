@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -294,24 +295,40 @@ class MultiscaleTrainer(Trainer):
         self.epochs = epochs
 
     def _stretch_schedule(self, before: int, after: int) -> None:
-        """Fit the learning-rate schedule to the extended epochs: a cosine over the run is stretched, others warned of.
+        """Fit the learning-rate schedule to the extended epochs, or warn that it was built for the planned run.
 
-        deepinv steps the scheduler once per epoch, so a ``CosineAnnealingLR`` with ``T_max`` equal to
-        the planned epochs would climb back up after them.
+        deepinv steps the scheduler once per epoch. A ``CosineAnnealingLR`` whose ``T_max`` is the
+        planned epochs would climb back up after them, a ``StepLR`` or ``MultiStepLR`` would decay
+        more often (10x each time, by default): their periods, milestones or ``T_max`` are scaled by
+        ``after / before``, and an ``ExponentialLR``'s ``gamma`` is taken to the power
+        ``before / after``, so each reaches the same learning rate at the end of the extended run as
+        it would have at the end of the planned one. Other schedulers get a warning.
         """
-        scheduler = self.scheduler
+        scheduler, ratio = self.scheduler, after / before
+        lr = torch.optim.lr_scheduler
         if scheduler is None:
             return
-        if isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR) and scheduler.T_max == before:
-            scheduler.T_max = after
-            print(f"budget={self.budget!r}: CosineAnnealingLR's T_max follows, {before} -> {after} epochs")
+        if isinstance(scheduler, lr.CosineAnnealingLR) and scheduler.T_max == before:
+            scheduler.T_max, change = after, f"CosineAnnealingLR's T_max follows, {before} -> {after} epochs"
+        elif isinstance(scheduler, lr.StepLR):
+            old, scheduler.step_size = scheduler.step_size, max(1, round(scheduler.step_size * ratio))
+            change = f"StepLR's step_size follows, {old} -> {scheduler.step_size} epochs"
+        elif isinstance(scheduler, lr.MultiStepLR):
+            old = sorted(scheduler.milestones.elements())
+            scheduler.milestones = Counter(round(m * ratio) for m in old)
+            change = f"MultiStepLR's milestones follow, {old} -> {sorted(scheduler.milestones.elements())}"
+        elif isinstance(scheduler, lr.ExponentialLR):
+            old, scheduler.gamma = scheduler.gamma, scheduler.gamma ** (1 / ratio)
+            change = f"ExponentialLR's gamma follows, {old:g} -> {scheduler.gamma:.6g} per epoch"
+        else:
+            warnings.warn(
+                f"budget={self.budget!r} extends the run from {before} to {after} epochs, but the scheduler "
+                f"({type(scheduler).__name__}) was built for the planned run; build it for {after} epochs, or use "
+                "budget='steps'",
+                stacklevel=4,
+            )
             return
-        warnings.warn(
-            f"budget={self.budget!r} extends the run from {before} to {after} epochs, but the scheduler "
-            f"({type(scheduler).__name__}) was built for the planned run; build it for {after} epochs, or use "
-            "budget='steps'",
-            stacklevel=4,
-        )
+        print(f"budget={self.budget!r}: {change}")
 
     def _build_strategy(self) -> Strategy:
         iterations = self.iterations if self.iterations is not None else self._total_iterations()
