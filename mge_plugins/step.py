@@ -198,6 +198,7 @@ def mge_step(
     else:
         optimizer.step()
     first = step == 0 or (meter is not None and meter.steps == 1)
-    if first or any(p.dtype in (torch.float16, torch.bfloat16) for p in model.parameters()):
+    updated = (p for group in optimizer.param_groups for p in group["params"])  # a flat list: no module walk
+    if first or any(p.dtype in (torch.float16, torch.bfloat16) for p in updated):
         runner.after_update(model)  # half-precision weights can overflow in the update itself
     return outcome.stats
