@@ -183,3 +183,33 @@ def test_size_tied_operator_with_indivisible_size() -> None:
     physics = dinv.physics.BlurFFT(img_size=(1, 36, 36), filter=gaussian_blur(sigma=(1.0, 1.0)))
     with pytest.raises(ValueError, match=r"img_size \(1, 36, 36\), which 2\*\*3 does not divide"):
         coarsen_physics(physics, 3)
+
+
+def test_coarse_operators_are_built_once_while_the_operator_is_unchanged() -> None:
+    from mge_deepinv.physics import CoarsePhysicsCache
+
+    blur = dinv.physics.Blur(gaussian_blur(sigma=(1.5, 1.5)), padding="circular", noise_model=dinv.physics.GaussianNoise(0.1))
+    sr = dinv.physics.Downsampling(img_size=(1, 32, 32), factor=2, filter="bicubic", padding="circular")
+    cache = CoarsePhysicsCache()
+    x = torch.rand(2, 1, 32, 32)
+    for physics in (blur, sr):
+        first = cache(physics, 1)
+        physics.A(x)  # deepinv's Downsampling rebuilds its FFT buffers here: still the same operator
+        assert cache(physics, 1) is first and cache(physics, 2) is not first  # per level
+        fresh = coarsen_physics(physics, 1)
+        torch.testing.assert_close(first.A(restrict(x, 1)), fresh.A(restrict(x, 1)))
+    assert (cache.hits, cache.misses) == (2, 4)
+    # A new filter, an in-place edit of one, or a new noise level builds a new coarse operator.
+    before = cache(blur, 1)
+    blur.update(filter=gaussian_blur(sigma=(0.8, 0.8)))
+    after_update = cache(blur, 1)
+    assert after_update is not before
+    torch.testing.assert_close(after_update.filter, coarsen_physics(blur, 1).filter)
+    blur.filter.mul_(2.0)
+    assert cache(blur, 1) is not after_update
+    edited = cache(blur, 1)
+    blur.noise_model.update_parameters(sigma=0.2)
+    assert cache(blur, 1) is not edited
+    # Another operator object with equal settings is another entry, not a hit.
+    twin = dinv.physics.Blur(gaussian_blur(sigma=(1.5, 1.5)), padding="circular")
+    assert cache(twin, 1) is not cache(dinv.physics.Blur(gaussian_blur(sigma=(1.5, 1.5)), padding="circular"), 1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .cache import CoarsePhysicsCache, physics_fingerprint
 from .coarsen import (
     NOISE_MODES,
     NoCoarseRecipeError,
@@ -21,6 +22,7 @@ from .tomography import restrict_sinogram
 __all__ = [
     "NOISE_MODES",
     "BlockMaskGenerator",
+    "CoarsePhysicsCache",
     "LevelGaussianNoise",
     "NoCoarseRecipeError",
     "coarsen_filter",
@@ -28,6 +30,7 @@ __all__ = [
     "coarsen_physics",
     "downsampling_filter",
     "level_grid_shape",
+    "physics_fingerprint",
     "register_coarsening",
     "register_measurement_restriction",
     "restrict_kspace",

@@ -13,7 +13,8 @@ from deepinv.loss import Loss, R2RLoss, SplittingLoss, SupLoss, SureGaussianLoss
 
 from mge_plugins import restrict
 
-from ..physics import NoCoarseRecipeError, coarsen_physics, restrict_measurement
+from ..physics import NoCoarseRecipeError, restrict_measurement
+from ..physics.cache import CoarsePhysicsCache
 
 __all__ = ["COARSE_MODES", "LevelPoser", "check_losses", "copy_physics", "per_sample_losses", "slice_physics"]
 
@@ -112,6 +113,7 @@ class LevelPoser:
         self.coarse_noise = coarse_noise
         self.restriction = restriction
         self._warned: set[str] = set()
+        self.coarsen = CoarsePhysicsCache()  # each step asks for the same coarse operators again
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
@@ -125,7 +127,7 @@ class LevelPoser:
         if self.coarse_mode == "physics":
             if not has_x:
                 raise ValueError("coarse_mode='physics' needs the ground truth x; use coarse_mode='restrict'")
-            coarsen_physics(physics, 1, noise=self.coarse_noise)  # raises NoCoarseRecipeError
+            self.coarsen(physics, 1, noise=self.coarse_noise)  # raises NoCoarseRecipeError
             return "physics"
         if not has_x or not online:
             if self._has_recipe(physics):
@@ -139,7 +141,7 @@ class LevelPoser:
                 )
             return "restrict"
         try:
-            coarsen_physics(physics, 1, noise=self.coarse_noise)
+            self.coarsen(physics, 1, noise=self.coarse_noise)
         except NoCoarseRecipeError as error:
             self._warn_once(
                 type(physics).__name__,
@@ -151,7 +153,7 @@ class LevelPoser:
 
     def _has_recipe(self, physics: dp.Physics) -> bool:
         try:
-            coarsen_physics(physics, 1, noise=self.coarse_noise)
+            self.coarsen(physics, 1, noise=self.coarse_noise)
         except NoCoarseRecipeError:
             return False
         except Exception:  # an operator that cannot be coarsened for another reason: no recipe to speak of
@@ -161,7 +163,7 @@ class LevelPoser:
     def model_physics(self, physics: dp.Physics, level: int, noise: str) -> dp.Physics:
         """The operator handed to the model and losses at ``level`` (fine physics if none is known)."""
         try:
-            return coarsen_physics(physics, level, noise=noise)
+            return self.coarsen(physics, level, noise=noise)
         except NoCoarseRecipeError:
             return physics
 
@@ -169,7 +171,7 @@ class LevelPoser:
         """Pose one per-term batch at ``level``."""
         x_k = restrict(x, level, self.restriction) if x is not None else None
         if mode == "physics":
-            physics_k = coarsen_physics(physics, level, noise=self.coarse_noise)
+            physics_k = self.coarsen(physics, level, noise=self.coarse_noise)
             return PosedSample(x_k, physics_k(x_k), physics_k)
         if level == 0:
             return PosedSample(x, y, physics)
