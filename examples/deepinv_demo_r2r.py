@@ -86,7 +86,9 @@ with tempfile.TemporaryDirectory() as folder:
     if args.trainer == "stock":
         trainer = dinv.Trainer(**options)
     else:
-        trainer = MultiscaleTrainer(**options, strategy=args.strategy, budget=args.budget, fused=args.fused)
+        trainer = MultiscaleTrainer(
+            **options, strategy=args.strategy, budget=args.budget, fused=args.fused, restriction=args.restriction
+        )
     flops = fine_flops(model, physics, next(iter(train_dataloader))) if args.trainer == "stock" else None
     model = trainer.train()
     epochs_run = len(next(iter(trainer.eval_loss_history.values())))  # early stopping may end sooner

@@ -77,7 +77,9 @@ with tempfile.TemporaryDirectory() as folder:
     if args.trainer == "stock":
         trainer = dinv.Trainer(**options)
     else:
-        trainer = MultiscaleTrainer(**options, strategy=args.strategy, budget=args.budget, fused=args.fused)
+        trainer = MultiscaleTrainer(
+            **options, strategy=args.strategy, budget=args.budget, fused=args.fused, restriction=args.restriction
+        )
     flops = fine_flops(model, physics, next(iter(train_dataloader))) if args.trainer == "stock" else None
     trainer.train()
     metrics = trainer.test(test_dataloader)

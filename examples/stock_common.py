@@ -21,6 +21,12 @@ def add_swap_options(parser: argparse.ArgumentParser) -> None:
         "--budget", type=budget_value, default="steps", help="MultiscaleTrainer's budget: steps, compute or a fraction"
     )
     parser.add_argument("--fused", action="store_true", help="MultiscaleTrainer(fused=True)")
+    parser.add_argument(
+        "--restriction",
+        choices=("area", "nearest", "antialias"),
+        default="area",
+        help="MultiscaleTrainer's restriction",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the crops, the weights and the shuffling")
     parser.add_argument("--json", metavar="FILE", help="also write the summary to FILE")
 
@@ -52,6 +58,7 @@ def swap_summary(
             strategy=args.strategy,
             budget=args.budget,
             fused=args.fused,
+            restriction=args.restriction,
             steps=cost["steps"],
             flops=cost["flops"],
             baseline_flops=cost["baseline_flops"],

@@ -188,7 +188,9 @@ def test_size_tied_operator_with_indivisible_size() -> None:
 def test_coarse_operators_are_built_once_while_the_operator_is_unchanged() -> None:
     from mge_deepinv.physics import CoarsePhysicsCache
 
-    blur = dinv.physics.Blur(gaussian_blur(sigma=(1.5, 1.5)), padding="circular", noise_model=dinv.physics.GaussianNoise(0.1))
+    blur = dinv.physics.Blur(
+        gaussian_blur(sigma=(1.5, 1.5)), padding="circular", noise_model=dinv.physics.GaussianNoise(0.1)
+    )
     sr = dinv.physics.Downsampling(img_size=(1, 32, 32), factor=2, filter="bicubic", padding="circular")
     cache = CoarsePhysicsCache()
     x = torch.rand(2, 1, 32, 32)

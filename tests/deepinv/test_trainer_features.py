@@ -182,3 +182,20 @@ def test_a_compute_budget_stretches_step_and_exponential_schedules_to_the_same_f
     assert trainer.epochs > 5 and " follow" in capsys.readouterr().out
     # The stock schedule over the planned 5 epochs ends at planned_end; stretched, so does the extended run.
     assert optimizer.param_groups[0]["lr"] == pytest.approx(planned_end, rel=0.35)
+
+
+def test_auto_restriction_keeps_the_holes_of_a_pixel_mask_and_averages_otherwise() -> None:
+    from mge_deepinv import BlockMaskGenerator
+
+    pixels = dinv.physics.Inpainting((1, 32, 32), mask=0.8, rng=torch.Generator().manual_seed(0))
+    blocks = dinv.physics.Inpainting(
+        (1, 32, 32), mask=BlockMaskGenerator((1, 32, 32), split_ratio=0.7, block=8).step()["mask"]
+    )
+    chosen = {}
+    for name, physics in (("pixels", pixels), ("blocks", blocks), ("denoising", None)):
+        trainer = make_trainer(MultiscaleTrainer, physics=physics, strategy="full-multiscale", levels=2)
+        chosen[name] = trainer.restriction
+    # A pixel mask averaged over 2x2 blocks becomes an attenuation; 8x8 blocks stay exact to level 3.
+    assert chosen == {"pixels": "nearest", "blocks": "area", "denoising": "area"}
+    assert make_trainer(MultiscaleTrainer, physics=blocks, levels=4).restriction == "nearest"  # 16 px > 8 px blocks
+    assert make_trainer(MultiscaleTrainer, physics=pixels, restriction="area").restriction == "area"  # as given

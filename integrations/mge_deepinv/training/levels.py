@@ -94,6 +94,33 @@ class PosedSample:
     physics: dp.Physics
 
 
+def auto_restriction(physics: Any, levels: int) -> str:
+    """The restriction ``restriction="auto"`` picks for ``physics`` (one operator or a list).
+
+    ``"nearest"`` for an ``Inpainting`` whose mask is not constant on blocks of ``2**levels``
+    pixels: area restriction would average observed and missing pixels, so the coarse levels would
+    learn to undo an attenuation instead of filling holes, while nearest restriction keeps a mask
+    of the same density on every level. ``"area"`` otherwise (block masks such as
+    :class:`~mge_deepinv.BlockMaskGenerator`'s are exact under it up to their block size).
+
+    :param deepinv.physics.Physics, list physics: the trainer's operator(s).
+    :param int levels: the deepest level.
+    :return: ``"nearest"`` or ``"area"``.
+    """
+    block = 2**levels
+    for operator in physics if isinstance(physics, (list, tuple)) else [physics]:
+        mask = getattr(operator, "mask", None)
+        if not isinstance(operator, dp.Inpainting) or not isinstance(mask, torch.Tensor) or levels == 0:
+            continue
+        height, width = mask.shape[-2:]
+        if height % block or width % block:
+            return "nearest"
+        blocks = mask.reshape(*mask.shape[:-2], height // block, block, width // block, block)
+        if not torch.equal(blocks, blocks[..., :1, :, :1].expand_as(blocks)):
+            return "nearest"
+    return "area"
+
+
 class LevelPoser:
     """Poses per-term batches at a level, the same way in every term that uses the level.
 

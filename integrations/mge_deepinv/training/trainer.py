@@ -33,7 +33,7 @@ from mge_plugins.scalars import step_scalars
 from mge_plugins.strategies import STAGED_STRATEGIES, fit_levels, refit_options, warn_fitted_levels
 
 from ..physics import level_grid_shape
-from .levels import LevelPoser, check_losses, level_losses, per_sample_losses, slice_physics
+from .levels import LevelPoser, auto_restriction, check_losses, level_losses, per_sample_losses, slice_physics
 
 __all__ = ["MultiscaleTrainer"]
 
@@ -84,7 +84,11 @@ class MultiscaleTrainer(Trainer):
     :param float, None growth: batch growth per coarser level; ``None`` derives it from the loader
         (see above), or is 4 in 2D and 8 in 3D when ``mge_batch_size`` is given.
     :param list[int], None batch_sizes: explicit per-term sizes for ``"mge"``.
-    :param str restriction: ``"area"`` (default), ``"nearest"`` or ``"antialias"``.
+    :param str restriction: ``"auto"`` (default), ``"area"``, ``"nearest"`` or ``"antialias"``.
+        ``"auto"`` is resolved when the trainer is built (the attribute then holds the choice):
+        ``"nearest"`` for an ``Inpainting`` whose mask is not constant on blocks of the coarsest
+        level (pixel masks: area restriction would average observed and missing pixels, a different
+        task), ``"area"`` otherwise (see :func:`mge_deepinv.training.levels.auto_restriction`).
     :param str coarse_mode: ``"auto"`` (default: the operator's coarse recipe when there is one
         and measurements are generated online, restriction of the fine measurement otherwise),
         ``"physics"`` (raise if no recipe) or ``"restrict"``.
@@ -134,7 +138,7 @@ class MultiscaleTrainer(Trainer):
     mge_batch_size: int | None = None
     growth: float | None = None
     batch_sizes: Sequence[int] | None = None
-    restriction: str = "area"
+    restriction: str = "auto"
     coarse_mode: str = "auto"
     coarse_noise: str = "keep"
     iterations: int | Sequence[int] | None = None
@@ -151,6 +155,8 @@ class MultiscaleTrainer(Trainer):
     fused: bool = False
 
     def __post_init__(self) -> None:
+        if self.restriction == "auto":
+            self.restriction = auto_restriction(self.physics, self.levels)
         validate_host_options(self)
         super().__post_init__()
         self.poser = LevelPoser(self.coarse_mode, self.coarse_noise, self.restriction)
