@@ -23,8 +23,8 @@ def add_swap_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fused", action="store_true", help="MultiscaleTrainer(fused=True)")
     parser.add_argument(
         "--restriction",
-        choices=("area", "nearest", "antialias"),
-        default="area",
+        choices=("auto", "area", "nearest", "antialias"),
+        default="auto",
         help="MultiscaleTrainer's restriction",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the crops, the weights and the shuffling")
@@ -58,7 +58,7 @@ def swap_summary(
             strategy=args.strategy,
             budget=args.budget,
             fused=args.fused,
-            restriction=args.restriction,
+            restriction=trainer.restriction,
             steps=cost["steps"],
             flops=cost["flops"],
             baseline_flops=cost["baseline_flops"],

@@ -30,6 +30,7 @@ from doc_blocks import replace_block
 ROOT = Path(__file__).resolve().parents[1]
 DEMOS = {"demo_training": "deepinv_demo_training.py", "demo_r2r": "deepinv_demo_r2r.py"}
 BUDGETS = ("steps", "0.33", "0.5", "compute")
+RESTRICTIONS = ("area", "nearest")
 
 
 def run(demo: str, trainer: str, budget: str, seed: int) -> dict[str, Any]:
@@ -46,10 +47,13 @@ def run(demo: str, trainer: str, budget: str, seed: int) -> dict[str, Any]:
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
-    """Per demo and budget: median PSNR over the seeds, its change against the stock trainer, FLOP saving."""
-    latest: dict[tuple[str, str, int], dict[str, Any]] = {}  # a run measured again keeps its last row
+    """Per demo, budget and restriction: median PSNR over the seeds, its change against the stock trainer, FLOP saving.
+
+    A run measured again (the same demo, budget, restriction and seed) keeps its last row.
+    """
+    latest: dict[tuple[str, str, int], dict[str, Any]] = {}
     for row in rows:
-        key = "stock" if row["trainer"] == "stock" else f"budget={row['budget']}"
+        key = "stock" if row["trainer"] == "stock" else f"budget={row['budget']}, {row.get('restriction', 'area')}"
         latest[row["demo"], key, row["seed"]] = row
     by: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for (demo, key, _), row in latest.items():
@@ -60,7 +64,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     ]
     for demo in DEMOS:
         stock = {r["seed"]: r for r in by.get((demo, "stock"), [])}
-        for key in ("stock", *(f"budget={b}" for b in BUDGETS)):
+        for key in ("stock", *(f"budget={b}, {r}" for b in BUDGETS for r in RESTRICTIONS)):
             runs = sorted(by.get((demo, key), []), key=lambda r: r["seed"])
             if not runs:
                 continue
@@ -69,7 +73,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             saving = [stock[r["seed"]]["flops"] / r["flops"] for r in runs if r["seed"] in stock]
             delta = "—" if key == "stock" else ", ".join(f"{d:+.2f}" for d in deltas)
             ratio = "1.00×" if key == "stock" else f"{statistics.median(saving):.2f}×"
-            name = "`dinv.Trainer`" if key == "stock" else f"`MultiscaleTrainer`, {key}"
+            name = "`dinv.Trainer`" if key == "stock" else f"`MultiscaleTrainer`, {key} restriction"
             lines.append(f"| {demo} | {name} | {len(runs)} | {psnr:.2f} | {delta} | {ratio} |")
     return "\n".join(lines) + "\n"
 
@@ -80,6 +84,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default: %(default)s)")
     parser.add_argument("--demos", default=",".join(DEMOS), help="comma-separated demos (default: %(default)s)")
     parser.add_argument("--budgets", default=",".join(BUDGETS), help="MultiscaleTrainer budgets (default: %(default)s)")
+    parser.add_argument("--no-stock", action="store_true", help="only the swapped runs (the stock ones are saved)")
     parser.add_argument("--out", type=Path, default=Path("results/stock_swap.jsonl"), help="(default: %(default)s)")
     parser.add_argument("--render", type=Path, help="a saved JSON-lines file to render instead of measuring")
     parser.add_argument("--into", type=Path, help="with --render: the document whose stock-swap block to rewrite")
@@ -94,7 +99,8 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     for demo in args.demos.split(","):
         for seed in (int(s) for s in args.seeds.split(",")):
-            for trainer, budget in [("stock", "steps")] + [("multiscale", b) for b in args.budgets.split(",")]:
+            stock = [] if args.no_stock else [("stock", "steps")]
+            for trainer, budget in stock + [("multiscale", b) for b in args.budgets.split(",")]:
                 row = run(demo, trainer, budget, seed)
                 with open(args.out, "a") as f:
                     f.write(json.dumps(row) + "\n")
