@@ -56,12 +56,13 @@ def _read(case: str, out: Path) -> dict[str, dict[str, float]]:
     return {data["strategy"]: {"seconds": data["seconds"], "flops": data["flops"], "psnr": data["psnr"]}}
 
 
-def measure(repeats: int, out: Path) -> dict[str, Any]:
-    """Every case ``repeats`` times, in turn; the raw results with each repeat's load."""
+def measure(repeats: int, out: Path, cases: list[str] | None = None) -> dict[str, Any]:
+    """Every case (or those named in ``cases``) ``repeats`` times, in turn; the raw results with each repeat's load."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     runs: list[dict[str, Any]] = []
+    chosen = {case: command for case, command in CASES.items() if cases is None or case in cases}
     for repeat in range(repeats):
-        for case, command in CASES.items():
+        for case, command in chosen.items():
             folder = out / "runs" / f"{len(runs):02d}"
             with LoadMonitor(interval=5.0) as monitor:
                 subprocess.run([*command, "--out", str(folder)], check=True, cwd=ROOT, env=env, capture_output=True)
@@ -116,6 +117,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("results/host_timing"), help="(default: %(default)s)")
     parser.add_argument("--render", type=Path, help="a saved host_timing.json to render instead of measuring")
     parser.add_argument("--into", type=Path, help="with --render: the document whose host-timing block to rewrite")
+    parser.add_argument(
+        "--cases", help=f"comma-separated cases to measure (default: all of {', '.join(CASES)})", default=None
+    )
+    parser.add_argument(
+        "--update", type=Path, help="a saved host_timing.json whose runs of the measured cases are replaced"
+    )
     args = parser.parse_args()
     if args.render is not None:
         text = markdown(json.loads(args.render.read_text()))
@@ -123,7 +130,15 @@ def main() -> None:
             replace_block(args.into, "host-timing", None, text)
         print(text)
         return
-    result = measure(args.repeats, args.out)
+    cases = None if args.cases is None else args.cases.split(",")
+    unknown = sorted(set(cases or []) - set(CASES))
+    if unknown:
+        parser.error(f"unknown case(s) {', '.join(unknown)}; use {', '.join(CASES)}")
+    result = measure(args.repeats, args.out, cases)
+    if args.update is not None:  # keep the saved runs of the other cases, in their place
+        saved = json.loads(args.update.read_text())
+        kept = [run for run in saved["runs"] if run["case"] not in {r["case"] for r in result["runs"]}]
+        result = {**result, "command": f"{saved['command']}; then {result['command']}", "runs": kept + result["runs"]}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "host_timing.json").write_text(json.dumps(result, indent=1) + "\n")
     (args.out / "host_timing.md").write_text(markdown(result))
