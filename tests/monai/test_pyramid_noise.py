@@ -126,3 +126,33 @@ def test_fused_noise_of_a_coarse_stage_is_drawn_there_with_the_law_of_restricted
     assert noise_base.std().item() == pytest.approx(std, rel=0.05)
     # ...and restricted from there for the next level, so the two passes share it.
     torch.testing.assert_close(noise_coarse[:8], factor * restrict(noise_base, 1), rtol=1e-4, atol=1e-5)
+
+
+def test_single_scale_with_noise_sigma_trains_on_noisy_inputs() -> None:
+    data = samples(n=16)
+    for item in data:
+        item["image"] = item["label"].clone()  # as CopyItemsd gives it: the engine adds the noise
+    model, seen = network(), []
+
+    class Spy(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, x):
+            seen.append(x.detach().clone())
+            return self.model(x)
+
+    trainer = MultiscaleSupervisedTrainer(
+        device="cpu", max_epochs=1, epoch_length=2, train_data_loader=DataLoader(data, batch_size=16), network=Spy(),
+        optimizer=torch.optim.Adam(model.parameters(), 1e-3), loss_function=torch.nn.MSELoss(), strategy="single",
+        noise_sigma=0.1,
+    )  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.run()
+    clean = torch.stack([d["label"] for d in data])
+    trained = [x for x in seen if x.shape[0] == 16]  # the steps' passes (the FLOP probe takes one sample)
+    assert len(trained) == 2 and trainer.cost.steps == 2
+    # SupervisedTrainer's own iteration would feed the clean copy: the baseline would learn the identity.
+    assert all((x - clean).std().item() == pytest.approx(0.1, rel=0.05) for x in trained)

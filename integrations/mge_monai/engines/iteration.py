@@ -380,7 +380,10 @@ class MultiscaleIteration:
                 first.update({Keys.IMAGE: x, Keys.LABEL: y, Keys.PRED: pred.detach()})
             return loss
 
-        if not self.multiscale.native_single:
+        # SupervisedTrainer's own iteration stands in for "single", except where this iteration
+        # builds the input (noise_sigma): the engine's would train on the clean copy of the label.
+        native = self.multiscale.native_single and self.noise_sigma is None
+        if not native:
             engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
         outcome = self.multiscale.run(
             step,
@@ -390,7 +393,7 @@ class MultiscaleIteration:
             input_shape=inputs.shape,
             backward=(lambda t: engine.scaler.scale(t).backward()) if scaling else None,
             check_gradients=not scaling,
-            native=lambda: engine._iteration(engine, batchdata),
+            native=(lambda: engine._iteration(engine, batchdata)) if native else None,
             zero_grad=lambda: engine.optimizer.zero_grad(set_to_none=True),
         )
         if outcome.native is not None:
