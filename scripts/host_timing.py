@@ -18,6 +18,7 @@ import argparse
 import csv
 import json
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -70,7 +71,7 @@ def measure(repeats: int, out: Path, cases: list[str] | None = None) -> dict[str
                 {"case": case, "repeat": repeat, "load": monitor.report().to_dict(), "strategies": _read(case, folder)}
             )
     return {
-        "command": "python scripts/host_timing.py " + " ".join(sys.argv[1:]),
+        "command": "python scripts/host_timing.py " + shlex.join(sys.argv[1:]),
         "date": time.strftime("%Y-%m-%d"),
         "runs": runs,
     }
