@@ -60,3 +60,16 @@ def test_the_step_profile_times_every_stage_and_refuses_loaded_timings(tmp_path:
     assert ("Invalid timing" in markdown) != result["valid"]
     finest = result["stages"][-1]
     assert set(finest["levels"]) == {"0", "1", "2"} and all(v > 0 for v in finest["parts"].values())
+
+
+def test_the_3d_study_runs_through_monais_trainer_on_tiny_settings(tmp_path: Path) -> None:
+    pytest.importorskip("monai")
+    pytest.importorskip("nibabel")
+    cmd = [sys.executable, str(SCRIPTS / "monai_study.py"), "--size", "16", "--width", "2", "--volumes", "6"]
+    subprocess.run([*cmd, "--runs", "single:4,ffms:8", "--out", str(tmp_path)], check=True, capture_output=True)
+    single, fused = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert (single["run"], fused["run"]) == ("single:4", "ffms:8")
+    assert single["plans"] == ["(4,)@L0"] and "(1, 2, 4)@L0" in fused["plans"]
+    assert fused["flops"] < single["flops"] and single["config"]["description"].startswith("Crops 16³")
+    bad = subprocess.run([*cmd, "--runs", "fms8", "--out", str(tmp_path)], capture_output=True, text=True)
+    assert bad.returncode == 2 and "expected NAME:STEPS" in bad.stderr
