@@ -22,9 +22,8 @@ from pathlib import Path
 import deepinv as dinv
 import torch
 from example_args import make_parser, positive_int
-from mge_deepinv import MultiscaleTrainer
 from mge_deepinv.data import ImageCrops, bundled_images
-from stock_common import add_swap_options, fine_flops, swap_summary
+from stock_common import add_swap_options, build_trainer, fine_flops, swap_summary
 
 parser = make_parser(__doc__)
 add_swap_options(parser)
@@ -74,12 +73,7 @@ with tempfile.TemporaryDirectory() as folder:
         verbose=False,
         save_path=None,
     )
-    if args.trainer == "stock":
-        trainer = dinv.Trainer(**options)
-    else:
-        trainer = MultiscaleTrainer(
-            **options, strategy=args.strategy, budget=args.budget, fused=args.fused, restriction=args.restriction
-        )
+    trainer = build_trainer(args, **options)
     flops = fine_flops(model, physics, next(iter(train_dataloader))) if args.trainer == "stock" else None
     trainer.train()
     metrics = trainer.test(test_dataloader)

@@ -6,11 +6,12 @@ import argparse
 from typing import Any
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
+from mge_plugins.batching import batch_size_of
 from mge_plugins.cli_args import budget_value
+from mge_plugins.cost import measure_level_flops
 
-__all__ = ["add_swap_options", "fine_flops", "swap_summary"]
+__all__ = ["add_swap_options", "build_trainer", "fine_flops", "swap_summary"]
 
 
 def add_swap_options(parser: argparse.ArgumentParser) -> None:
@@ -34,15 +35,28 @@ def add_swap_options(parser: argparse.ArgumentParser) -> None:
 def fine_flops(model: torch.nn.Module, physics: Any, batch: tuple[torch.Tensor, torch.Tensor]) -> float:
     """Forward + backward FLOPs of one supervised step of ``model`` on a loaded ``(x, y)`` batch.
 
-    Counted with :class:`torch.utils.flop_counter.FlopCounterMode`, as the multiscale trainer's
-    cost meter counts its passes, so the two trainers' FLOPs compare.
+    Measured by :func:`mge_plugins.cost.measure_level_flops`, as the multiscale trainer's cost meter
+    measures its passes, so the two trainers' FLOPs compare.
     """
-    x, y = batch
-    params = [p for p in model.parameters() if p.requires_grad]
-    with FlopCounterMode(display=False) as counter:
-        loss = torch.nn.functional.mse_loss(model(y, physics), x)
-        torch.autograd.grad(loss, params)
-    return float(counter.get_total_flops())
+
+    def fine_loss(pair: tuple[torch.Tensor, torch.Tensor], level: int) -> torch.Tensor:
+        x, y = pair
+        return torch.nn.functional.mse_loss(model(y, physics), x)
+
+    per_sample = measure_level_flops(fine_loss, batch, 0, model.parameters())[0]
+    return per_sample * batch_size_of(batch)
+
+
+def build_trainer(args: argparse.Namespace, **options: Any) -> Any:
+    """``dinv.Trainer(**options)`` for ``--trainer stock``, else ``MultiscaleTrainer`` with the swap options."""
+    import deepinv as dinv
+    from mge_deepinv import MultiscaleTrainer
+
+    if args.trainer == "stock":
+        return dinv.Trainer(**options)
+    return MultiscaleTrainer(
+        **options, strategy=args.strategy, budget=args.budget, fused=args.fused, restriction=args.restriction
+    )
 
 
 def swap_summary(

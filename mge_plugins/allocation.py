@@ -340,7 +340,21 @@ def _remeasure(
     return allocation, entry
 
 
-class AdaptiveMGEStrategy(Strategy):
+class _AllocationHistory:
+    """The choices an adaptive strategy made (``history``, in step order), saved with a checkpoint."""
+
+    history: list[dict[str, Any]]
+
+    def state_dict(self) -> dict[str, Any]:
+        """The choices so far, for a checkpoint."""
+        return {"history": [dict(entry) for entry in self.history]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the choices saved by :meth:`state_dict`."""
+        self.history = [dict(entry) for entry in state.get("history", [])]
+
+
+class AdaptiveMGEStrategy(_AllocationHistory, Strategy):
     """MGE whose per-term sizes and levels follow :func:`optimal_allocation`, re-measured online.
 
     Until the first measurement, and between measurements, it plans the last chosen allocation;
@@ -438,16 +452,8 @@ class AdaptiveMGEStrategy(Strategy):
             "probe": self.probe,
         }
 
-    def state_dict(self) -> dict[str, Any]:
-        """The choices so far, for a checkpoint."""
-        return {"history": [dict(entry) for entry in self.history]}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore the choices saved by :meth:`state_dict`."""
-        self.history = [dict(entry) for entry in state.get("history", [])]
-
-
-class AdaptiveFullMultiscaleStrategy(FullMultiscaleStrategy):
+class AdaptiveFullMultiscaleStrategy(_AllocationHistory, FullMultiscaleStrategy):
     """Full-Multiscale whose MGE terms inside each stage follow :func:`optimal_allocation`, re-measured.
 
     The stages, their levels and lengths are the schedule's. Inside a stage with MGE levels, every
@@ -515,14 +521,6 @@ class AdaptiveFullMultiscaleStrategy(FullMultiscaleStrategy):
     def describe(self) -> dict[str, Any]:
         """The schedule and the options (the choices are in :attr:`history`)."""
         return {**super().describe(), "every": self.every, "probe": self.probe}
-
-    def state_dict(self) -> dict[str, Any]:
-        """The choices so far, for a checkpoint."""
-        return {"history": [dict(entry) for entry in self.history]}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore the choices saved by :meth:`state_dict`."""
-        self.history = [dict(entry) for entry in state.get("history", [])]
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -39,10 +38,7 @@ from monai.networks.nets import SegResNet
 from monai.transforms import Compose, CopyItemsd, EnsureChannelFirstd, LoadImaged, RandSpatialCropd, ScaleIntensityd
 from monai.utils import set_determinism
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
-
-from example_args import positive_int
-
+from mge_plugins.cli_args import positive_int
 from mge_plugins.diagnostics import LoadMonitor
 
 RUN_NAMES = ("single", "fms", "ffms")

@@ -26,20 +26,22 @@ def test_level_pyramid_is_cached_and_equals_restriction() -> None:
     torch.testing.assert_close(torch.as_tensor(item["label_level2"]), restrict(data[1]["label"][None], 2)[0])
 
 
+class Spy(torch.nn.Module):
+    """A network that records every input it is given, in ``seen``."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model, self.seen = model, []
+
+    def forward(self, x):
+        self.seen.append(x.detach().clone())
+        return self.model(x)
+
+
 def trainer_with_spy(keep: bool, data: list[dict]):
     model = network()
-    seen = []
-
-    class Spy(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = model
-
-        def forward(self, x):
-            seen.append(x.detach().clone())
-            return self.model(x)
-
-    spy = Spy()
+    spy = Spy(model)
+    seen = spy.seen
     trainer = MultiscaleSupervisedTrainer(
         device="cpu", max_epochs=1, epoch_length=1, train_data_loader=DataLoader(data, batch_size=16), network=spy,
         optimizer=torch.optim.Adam(model.parameters(), 1e-3), loss_function=torch.nn.MSELoss(),
@@ -89,22 +91,11 @@ def test_fused_noise_of_a_coarse_stage_is_drawn_there_with_the_law_of_restricted
         return out
 
     monkeypatch.setattr(torch, "randn", recording_randn)
-    model, seen = network(), []
-
-    def spy(x: torch.Tensor) -> torch.Tensor:
-        seen.append(x.detach().clone())
-        return model(x)
-
-    class Spy(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = model
-
-        def forward(self, x):
-            return spy(x)
-
+    model = network()
+    spy = Spy(model)
+    seen = spy.seen
     trainer = MultiscaleSupervisedTrainer(
-        device="cpu", max_epochs=1, epoch_length=5, train_data_loader=DataLoader(data, batch_size=16), network=Spy(),
+        device="cpu", max_epochs=1, epoch_length=5, train_data_loader=DataLoader(data, batch_size=16), network=spy,
         optimizer=torch.optim.Adam(model.parameters(), 1e-3), loss_function=torch.nn.MSELoss(reduction="none"),
         strategy="full-multiscale", levels=2, iterations=7, noise_sigma=0.1, keep_noise_std=keep, fused=True,
         size_multiple=1,
@@ -132,19 +123,11 @@ def test_single_scale_with_noise_sigma_trains_on_noisy_inputs() -> None:
     data = samples(n=16)
     for item in data:
         item["image"] = item["label"].clone()  # as CopyItemsd gives it: the engine adds the noise
-    model, seen = network(), []
-
-    class Spy(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = model
-
-        def forward(self, x):
-            seen.append(x.detach().clone())
-            return self.model(x)
-
+    model = network()
+    spy = Spy(model)
+    seen = spy.seen
     trainer = MultiscaleSupervisedTrainer(
-        device="cpu", max_epochs=1, epoch_length=2, train_data_loader=DataLoader(data, batch_size=16), network=Spy(),
+        device="cpu", max_epochs=1, epoch_length=2, train_data_loader=DataLoader(data, batch_size=16), network=spy,
         optimizer=torch.optim.Adam(model.parameters(), 1e-3), loss_function=torch.nn.MSELoss(), strategy="single",
         noise_sigma=0.1,
     )  # fmt: skip
