@@ -63,12 +63,17 @@ class LevelVariances:
         resampled: the same variances over bootstrap resamples of the probe samples (drawn with
             replacement), when :func:`measure_level_variances` was asked for them: how much the
             figures would move with another probe of the same size.
+        relative_difference: ``mean ||grad l_k - grad l_{k+1}|| / mean ||grad l_k||`` over the
+            probe samples, per level pair ``k = 0..K-1`` (the norms of
+            :func:`~mge_plugins.diagnostics.level_difference_norms`, from the same gradients):
+            how far a sample's gradient moves between two levels, relative to its size.
     """
 
     plain: tuple[float, ...]
     difference: tuple[float, ...]
     samples: int
     resampled: tuple[LevelVariances, ...] = ()
+    relative_difference: tuple[float, ...] = ()
 
     def term_variances(self, levels: int) -> tuple[float, ...]:
         """``V_k`` of the terms of an MGE step with ``levels`` coarser levels."""
@@ -226,7 +231,17 @@ def measure_level_variances(
     plain = tuple(_variance(grads[:, k]) for k in range(levels + 1))
     difference = tuple(_variance(grads[:, k] - grads[:, k + 1]) for k in range(levels))
     resampled = _resampled_variances(grads, resamples, seed) if resamples else ()
-    return LevelVariances(plain, difference, samples, resampled)
+    return LevelVariances(plain, difference, samples, resampled, _relative_differences(grads))
+
+
+def _relative_differences(grads: torch.Tensor) -> tuple[float, ...]:
+    """``mean_i ||g_k(i) - g_{k+1}(i)|| / mean_i ||g_k(i)||`` per level pair of ``grads`` ``(n, K + 1, P)``."""
+    out = []
+    for k in range(grads.shape[1] - 1):
+        gradient = float(grads[:, k].norm(dim=1).mean())
+        difference = float((grads[:, k] - grads[:, k + 1]).norm(dim=1).mean())
+        out.append(difference / gradient if gradient > 0 else math.nan)
+    return tuple(out)
 
 
 def term_costs(costs: Sequence[float], levels: int) -> tuple[float, ...]:
@@ -604,6 +619,7 @@ class Diagnosis:
             "levels": len(self.measured.plain) - 1,
             "plain_variances": list(self.measured.plain),
             "difference_variances": list(self.measured.difference),
+            "relative_differences": list(self.measured.relative_difference),
             "costs": list(self.costs),
             "candidates": [a.to_dict() for a in self.candidates],
             "best": self.best.to_dict(),

@@ -3,7 +3,9 @@
 Each JSON is one task and network at trained weights. The table gives, per result, the ratio of
 MGE's best allocation (at least one coarser level) to single-scale SGD's variance x cost at equal
 FLOPs, its spread over bootstrap resamples of the probe, the relative variance of the level-0
-difference ``V(grad l_0 - grad l_1) / V(grad l_0)``, and the allocation the adaptive rule chooses
+difference ``V(grad l_0 - grad l_1) / V(grad l_0)``, the relative norm of that difference per
+sample ``mean ||grad l_0 - grad l_1|| / mean ||grad l_0||`` (``—`` in results saved before it was
+measured), and the allocation the adaptive rule chooses
 (``K = 0`` is plain SGD, so the adaptive estimator is never worse than single-scale).
 
     python scripts/diagnose_table.py docs/diagnose/*.json --into BENCHMARKS.md --block diagnose
@@ -55,16 +57,18 @@ def row(result: dict[str, Any]) -> str:
     ratio = f"{best['variance_ratio']:.2f}× ({low:.2f}–{high:.2f})" if best else "—"
     adaptive = f"K = {chosen['levels']}, {chosen['batch_sizes']}, {chosen['variance_ratio']:.2f}×"
     relative_text = f"{relative:.2f}" if relative is not None else "—"
+    norm = level0.get("relative_difference")  # absent from results written before it was measured
+    norm_text = f"{norm:.2f}" if norm is not None else "—"
     task, network, restriction, noise = _key(result)
-    return f"| {task} | {network} | {restriction} | {noise} | {ratio} | {relative_text} | {adaptive} |"
+    return f"| {task} | {network} | {restriction} | {noise} | {ratio} | {relative_text} | {norm_text} | {adaptive} |"
 
 
 def table(results: list[dict[str, Any]]) -> str:
     """The Markdown table, sorted by task and network."""
     lines = [
         "| task | network | restriction | coarse noise | best MGE allocation, variance × cost vs SGD (80 % of "
-        "resamples) | V(∇ℓ₀ − ∇ℓ₁) / V(∇ℓ₀) | adaptive choice |",
-        "|---|---|---|---|---:|---:|---|",
+        "resamples) | V(∇ℓ₀ − ∇ℓ₁) / V(∇ℓ₀) | ‖∇ℓ₀ − ∇ℓ₁‖ / ‖∇ℓ₀‖ | adaptive choice |",
+        "|---|---|---|---|---:|---:|---:|---|",
     ]
     lines += [row(r) for r in sorted(results, key=_key)]
     return "\n".join(lines) + "\n"

@@ -15,13 +15,20 @@ run is ``name:steps`` where ``name`` is one of:
     python scripts/monai_study.py --size 64 --levels 2 --runs single:200,single:400,ffms:400,ffms:800
 
 Writes ``results.jsonl`` under ``--out`` in the format of ``scripts/fms_convergence.py``, so
-``scripts/fms_report.py`` makes its tables (``--block t3d`` for BENCHMARKS.md).
+``scripts/fms_report.py`` makes its tables (``--block t3d`` for BENCHMARKS.md). With
+``--diagnose N``, every run is also diagnosed as ``mge-bench diagnose`` does (per-level gradient
+variances and costs, the allocation, the verdict) on one loaded batch of ``N`` training crops,
+at its initial and at its trained weights: ``diagnose/NAME_STEPS_initial.json`` and
+``..._trained.json`` under ``--out``, in ``mge-bench diagnose --json``'s format.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
+import shlex
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -84,6 +91,32 @@ def psnr(model: torch.nn.Module, label: torch.Tensor, noisy: torch.Tensor) -> fl
     return value
 
 
+def diagnose(model: torch.nn.Module, train_set: CacheDataset, args: argparse.Namespace, path: Path) -> dict[str, Any]:
+    """``mge-bench diagnose`` of ``model`` on one loaded batch of ``--diagnose`` training crops, saved to ``path``.
+
+    The probe trainer poses the levels as the study's trainers do (``noise_sigma``), on copies of
+    the network and the dataset, and PyTorch's random stream is restored afterwards, so the run
+    trains on the same crops and noise as without it.
+    """
+    from mge_bench.diagnose import diagnosis_json, run_diagnosis
+    from mge_bench.probes import probe_of
+
+    state = torch.random.get_rng_state()
+    model, train_set = copy.deepcopy(model), copy.deepcopy(train_set)  # the run's crop streams stay as they are
+    loader = DataLoader(train_set, batch_size=args.diagnose, shuffle=False, num_workers=0)
+    probe_trainer = MultiscaleSupervisedTrainer(
+        device=torch.device("cpu"), max_epochs=1, train_data_loader=loader, network=model,
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.0), loss_function=torch.nn.MSELoss(),
+        strategy="mge", levels=args.levels, noise_sigma=args.sigma,
+    )  # fmt: skip
+    result = run_diagnosis(probe_of(probe_trainer, args.levels), samples=args.diagnose, progress_after=float("inf"))
+    torch.random.set_rng_state(state)
+    data = diagnosis_json(result, shlex.join(sys.argv))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1) + "\n")
+    return {"ratio": result.diagnosis.best.variance_ratio, "levels": result.diagnosis.best.levels}
+
+
 def run(name: str, steps: int, args: argparse.Namespace, train_files: list[Path], test: tuple) -> dict[str, Any]:
     """Train one run from the shared initial weights; its row for ``results.jsonl``."""
     set_determinism(seed=args.seed)  # the same weights, crops and noise for every run
@@ -114,6 +147,9 @@ def run(name: str, steps: int, args: argparse.Namespace, train_files: list[Path]
         fused=name == "ffms",
     )
     LrScheduleHandler(torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps), epoch_level=False).attach(trainer)
+    diagnosed = {}
+    if args.diagnose:
+        diagnosed["initial"] = diagnose(model, train_set, args, args.out / "diagnose" / f"{name}_{steps}_initial.json")
     curve: list[tuple[int, float]] = []
     plans: set[str] = set()
     timer = {"seconds": 0.0, "start": 0.0}
@@ -134,7 +170,10 @@ def run(name: str, steps: int, args: argparse.Namespace, train_files: list[Path]
     with LoadMonitor(interval=10.0) as monitor:
         trainer.run()
     summary = trainer.cost.summary()
+    if args.diagnose:
+        diagnosed["trained"] = diagnose(model, train_set, args, args.out / "diagnose" / f"{name}_{steps}_trained.json")
     return {
+        **({"diagnosis": diagnosed} if diagnosed else {}),
         "network": f"segresnet{args.width}",
         "load": monitor.report().to_dict(),
         "run": f"{name}:{steps}",
@@ -171,6 +210,12 @@ def main() -> None:
     parser.add_argument("--volumes", type=positive_int, default=14, help="phantoms, 2 held out (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="seed (default: %(default)s)")
     parser.add_argument("--threads", type=positive_int, default=1, help="torch threads (default: %(default)s)")
+    parser.add_argument(
+        "--diagnose",
+        type=positive_int,
+        metavar="N",
+        help="also diagnose each run at its initial and trained weights on N training crops (see above)",
+    )
     parser.add_argument("--out", type=Path, default=Path("results/monai_study"), help="(default: %(default)s)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

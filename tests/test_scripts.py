@@ -73,3 +73,24 @@ def test_the_3d_study_runs_through_monais_trainer_on_tiny_settings(tmp_path: Pat
     assert fused["flops"] < single["flops"] and single["config"]["description"].startswith("Crops 16³")
     bad = subprocess.run([*cmd, "--runs", "fms8", "--out", str(tmp_path)], capture_output=True, text=True)
     assert bad.returncode == 2 and "expected NAME:STEPS" in bad.stderr
+
+
+def test_the_3d_study_diagnoses_each_run_without_changing_what_it_trains_on(tmp_path: Path) -> None:
+    pytest.importorskip("monai")
+    pytest.importorskip("nibabel")
+    from mge_bench.diagnose import validate_diagnosis
+
+    cmd = [sys.executable, str(SCRIPTS / "monai_study.py"), "--size", "16", "--width", "2", "--volumes", "6"]
+    plain, diagnosed = tmp_path / "plain", tmp_path / "diagnosed"
+    subprocess.run([*cmd, "--runs", "single:4", "--out", str(plain)], check=True, capture_output=True)
+    subprocess.run([*cmd, "--runs", "single:4", "--diagnose", "3", "--out", str(diagnosed)], check=True,
+                   capture_output=True)  # fmt: skip
+    without = json.loads((plain / "results.jsonl").read_text())
+    with_diagnosis = json.loads((diagnosed / "results.jsonl").read_text())
+    assert with_diagnosis["psnr"] == without["psnr"] and with_diagnosis["curve"] == without["curve"]
+    for when in ("initial", "trained"):
+        data = json.loads((diagnosed / "diagnose" / f"single_4_{when}.json").read_text())
+        validate_diagnosis(data)
+        assert data["samples"] == 3 and data["levels"] == 2 and data["per_level"][0]["relative_difference"] > 0
+        assert with_diagnosis["diagnosis"][when]["ratio"] == data["allocation"]["variance_ratio"]
+    assert "diagnosis" not in without

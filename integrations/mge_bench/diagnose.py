@@ -360,20 +360,24 @@ def format_diagnosis(result: DiagnosisResult) -> str:
         + f", {result.elapsed:.1f} s",
         "",
     ]
-    header = f"{'level':>5}  {'V(grad l_k)':>12}  {'V(grad l_k - grad l_k+1)':>24}  {'C_k FLOPs':>11}  "
+    header = f"{'level':>5}  {'V(grad l_k)':>12}  {'V(grad l_k - grad l_k+1)':>24}  {'|diff| / |grad|':>15}  "
+    header += f"{'C_k FLOPs':>11}  "
     header += f"{'C_k seconds':>11}  {'N_k':>5}"
     lines += [header, "-" * len(header)]
     for k in range(result.levels + 1):
         difference = f"{measured.difference[k]:24.3e}" if k < result.levels else f"{'':>24}"
+        relative = f"{measured.relative_difference[k]:15.3f}" if k < result.levels else f"{'':>15}"
         size = str(best.batch_sizes[k]) if k < len(best.batch_sizes) else "-"
         lines.append(
-            f"{k:>5}  {measured.plain[k]:12.3e}  {difference}  {_si(result.flops[k], 'FLOP'):>11}  "
+            f"{k:>5}  {measured.plain[k]:12.3e}  {difference}  {relative}  {_si(result.flops[k], 'FLOP'):>11}  "
             f"{_si(result.seconds[k], 's'):>11}  {size:>5}"
         )
     basis = "FLOPs" if result.cost_basis == "flops" else "seconds"
     legend = (
-        "V: per-sample gradient variance (trace of the covariance). C_k: forward + backward cost of one sample at "
-        f"level k. N_k: per-term batches by N_k ∝ sqrt(V_k / C_k) with C in {basis} (term k < K: the difference, "
+        "V: per-sample gradient variance (trace of the covariance). |diff| / |grad|: mean norm of a sample's "
+        "gradient difference to level k+1 over the mean norm of its gradient at level k. C_k: forward + backward "
+        f"cost of one sample at level k. N_k: per-term batches by N_k ∝ sqrt(V_k / C_k) with C in {basis} "
+        "(term k < K: the difference, "
         "cost C_k + C_k+1; term K: level K itself), spending one single-scale step of "
         f"{chosen.loaded} samples; K = 0 (plain SGD) to {result.levels} compared."
     )
@@ -423,6 +427,7 @@ DIAGNOSIS_SCHEMA: dict[str, Any] = {
             "level": int,
             "variance": _NUMBER,
             "difference_variance": (int, float, type(None)),
+            "relative_difference": (int, float, type(None)),
             "flops": _NUMBER,
             "seconds": _NUMBER,
             "batch_size": (int, type(None)),
@@ -467,6 +472,7 @@ def diagnosis_json(result: DiagnosisResult, command: str) -> dict[str, Any]:
                 "level": k,
                 "variance": measured.plain[k],
                 "difference_variance": measured.difference[k] if k < result.levels else None,
+                "relative_difference": measured.relative_difference[k] if k < result.levels else None,
                 "flops": result.flops[k],
                 "seconds": result.seconds[k],
                 "batch_size": best.batch_sizes[k] if k < len(best.batch_sizes) else None,

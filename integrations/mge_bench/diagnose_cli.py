@@ -31,6 +31,7 @@ DESCRIPTION = """\
 Does MGE pay on my model and data? Measures, on one loaded batch, per level k:
   V(grad l_k)                  per-sample gradient variance at level k (the coarsest term's V_K)
   V(grad l_k - grad l_k+1)     per-sample variance of the coupled difference to the next level
+  |diff| / |grad|              mean norm of a sample's difference to the next level over that of its gradient
   C_k                          forward + backward cost per sample, in FLOPs and in seconds
 and the per-term batch sizes N_k ∝ sqrt(V_k / C_k) (the multilevel Monte Carlo rule) at the cost of
 one single-scale step of the loaded batch, choosing the number of levels too (K = 0 is plain SGD),

@@ -15,6 +15,7 @@ from mge_plugins.allocation import (
     optimal_allocation,
     term_costs,
 )
+from mge_plugins.diagnostics import level_difference_norms
 
 COSTS = (1.0, 0.25, 0.0625)  # per-sample pass cost per level in 2D
 
@@ -251,3 +252,25 @@ def test_the_diagnosis_spread_comes_from_the_resamples() -> None:
     )
     assert diagnosis.pays_share == sum(r < 1 for r in diagnosis.resampled_ratios) / 50
     assert Diagnosis.of(measure_level_variances(level_loss, model, 8, 2), COSTS, 16).ratio_interval() is None
+
+
+def test_the_relative_level_difference_is_the_ratio_of_mean_norms_with_a_negative_control() -> None:
+    # grad l_k(i) = 2**-k x_i exactly, so ||g_k - g_{k+1}|| = ||g_k|| / 2 for every sample: 0.5 at
+    # every level pair. A loss that ignores the level has no difference at all.
+    torch.manual_seed(0)
+    model = nn.Linear(6, 1, bias=False)
+    x = torch.randn(5, 6)
+
+    def halving(indices: slice, level: int) -> torch.Tensor:
+        return 2.0**-level * model(x[indices]).sum()
+
+    def constant(indices: slice, level: int) -> torch.Tensor:
+        return model(x[indices]).sum()
+
+    measured = measure_level_variances(halving, model, samples=5, levels=2)
+    assert measured.relative_difference == pytest.approx((0.5, 0.5), abs=1e-12)
+    assert measured.relative_difference == pytest.approx(
+        [n.relative for n in level_difference_norms(halving, [slice(i, i + 1) for i in range(5)], 2, [model.weight])],
+        abs=1e-6,
+    )
+    assert measure_level_variances(constant, model, samples=5, levels=2).relative_difference == (0.0, 0.0)
