@@ -10,7 +10,8 @@ examples, fresh crops of the bundled photographs) it times, over ``--steps`` ste
 - ``plugin``: :func:`mge_plugins.mge_step` on the same batches and plan (``--fused`` for fused
   passes, with the hand loop fused the same way).
 
-The overhead is ``median(plugin) / median(hand) - 1`` per stage. The load is sampled throughout;
+The overhead is ``median(plugin) / median(hand) - 1`` per stage, and over a whole Full-Multiscale
+run of 1000 steps (each stage's step time times its steps in that run's split). The load is sampled throughout;
 when it exceeds the cores the result is marked invalid (``"valid": false``) and the Markdown says
 so instead of quoting seconds.
 
@@ -89,14 +90,30 @@ def hand_step(
     parts["optimizer"] += time.perf_counter() - start
 
 
-def stage_plans(args: argparse.Namespace) -> list[StepPlan]:
-    """One plan per Full-Multiscale stage, coarsest first."""
-    strategy = build_strategy("full-multiscale", loaded_batch_size=args.batch_size, levels=args.levels, iterations=1000)
+RUN_STEPS = 1000
+"""Length of the Full-Multiscale run whose stages are profiled (its split sets each stage's weight)."""
+
+
+def stage_plans(args: argparse.Namespace) -> list[tuple[StepPlan, int]]:
+    """One plan per Full-Multiscale stage, coarsest first, with the stage's steps in a run of :data:`RUN_STEPS`."""
+    strategy = build_strategy(
+        "full-multiscale", loaded_batch_size=args.batch_size, levels=args.levels, iterations=RUN_STEPS
+    )
     seen: dict[int, StepPlan] = {}
-    for step in range(1000):
+    steps: dict[int, int] = defaultdict(int)
+    for step in range(RUN_STEPS):
         plan = strategy.plan(step)
         seen.setdefault(plan.level, plan)
-    return [seen[level] for level in sorted(seen, reverse=True)]
+        steps[plan.level] += 1
+    return [(seen[level], steps[level]) for level in sorted(seen, reverse=True)]
+
+
+def whole_run(stages: list[dict]) -> dict[str, float]:
+    """Seconds of the whole run in each loop, every stage weighted by its steps, and the plugin's overhead."""
+    hand = sum(s["run_steps"] * s["hand_seconds"] for s in stages)
+    plugin = sum(s["run_steps"] * s["plugin_seconds"] for s in stages)
+    return {"steps": sum(s["run_steps"] for s in stages), "hand_seconds": hand, "plugin_seconds": plugin,
+            "overhead": plugin / hand - 1}  # fmt: skip
 
 
 def profile_stage(plan: StepPlan, args: argparse.Namespace, crops: RandomCrops) -> dict:
@@ -167,6 +184,13 @@ def markdown(result: dict) -> str:
             f"| {s['level']} | {tuple(s['batch_sizes'])} | {s['passes']} | {1e3 * s['hand_seconds']:.1f} | "
             f"{1e3 * s['plugin_seconds']:.1f} | {100 * s['overhead']:+.1f} % |"
         )
+    if "run" in result:  # profiles saved before the whole-run row have no stage weights
+        run = result["run"]
+        split = " / ".join(str(s["run_steps"]) for s in result["stages"])
+        lines.append(
+            f"| whole run, {run['steps']} steps ({split}) | | | {run['hand_seconds']:.2f} s | "
+            f"{run['plugin_seconds']:.2f} s | {100 * run['overhead']:+.1f} % |"
+        )
     lines += ["", "| stage level | " + " | ".join(PARTS) + " | per level (ms) |", "|---:|" + "---:|" * (len(PARTS) + 1)]
     for s in result["stages"]:
         per_level = ", ".join(f"L{lv}: {1e3 * t:.1f}" for lv, t in s["levels"].items())
@@ -203,7 +227,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     crops = RandomCrops(bundled_images(TRAIN_IMAGES), args.size, args.seed)
     with LoadMonitor(interval=5.0) as monitor:
-        stages = [profile_stage(plan, args, crops) for plan in stage_plans(args)]
+        stages = [{**profile_stage(plan, args, crops), "run_steps": steps} for plan, steps in stage_plans(args)]
     report = monitor.report()
     result = {
         "command": "python scripts/step_profile.py " + " ".join(sys.argv[1:]),
@@ -212,6 +236,7 @@ def main() -> None:
         "load": report.to_dict(),
         "valid": report.quiet,
         "stages": stages,
+        "run": whole_run(stages),
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -60,6 +60,11 @@ def test_the_step_profile_times_every_stage_and_refuses_loaded_timings(tmp_path:
     assert ("Invalid timing" in markdown) != result["valid"]
     finest = result["stages"][-1]
     assert set(finest["levels"]) == {"0", "1", "2"} and all(v > 0 for v in finest["parts"].values())
+    # the whole run weighs every stage by its steps in a 1000-step Full-Multiscale split
+    run, stages = result["run"], result["stages"]
+    assert run["steps"] == 1000 and [s["run_steps"] for s in stages] == [571, 286, 143]
+    assert run["hand_seconds"] == pytest.approx(sum(s["run_steps"] * s["hand_seconds"] for s in stages))
+    assert run["overhead"] == pytest.approx(run["plugin_seconds"] / run["hand_seconds"] - 1)
 
 
 def test_the_3d_study_runs_through_monais_trainer_on_tiny_settings(tmp_path: Path) -> None:
