@@ -4,8 +4,7 @@ Each JSON is one task and network at trained weights. The table gives, per resul
 MGE's best allocation (at least one coarser level) to single-scale SGD's variance x cost at equal
 FLOPs, its spread over bootstrap resamples of the probe, the relative variance of the level-0
 difference ``V(grad l_0 - grad l_1) / V(grad l_0)``, the relative norm of that difference per
-sample ``mean ||grad l_0 - grad l_1|| / mean ||grad l_0||`` (``—`` in results saved before it was
-measured), and the allocation the adaptive rule chooses
+sample ``mean ||grad l_0 - grad l_1|| / mean ||grad l_0||``, and the allocation the adaptive rule chooses
 (``K = 0`` is plain SGD, so the adaptive estimator is never worse than single-scale).
 
     python scripts/diagnose_table.py docs/diagnose/*.json --into BENCHMARKS.md --block diagnose
@@ -57,8 +56,7 @@ def row(result: dict[str, Any]) -> str:
     ratio = f"{best['variance_ratio']:.2f}× ({low:.2f}–{high:.2f})" if best else "—"
     adaptive = f"K = {chosen['levels']}, {chosen['batch_sizes']}, {chosen['variance_ratio']:.2f}×"
     relative_text = f"{relative:.2f}" if relative is not None else "—"
-    norm = level0.get("relative_difference")  # absent from results written before it was measured
-    norm_text = f"{norm:.2f}" if norm is not None else "—"
+    norm_text = f"{level0['relative_difference']:.2f}" if level0["relative_difference"] is not None else "—"
     task, network, restriction, noise = _key(result)
     return f"| {task} | {network} | {restriction} | {noise} | {ratio} | {relative_text} | {norm_text} | {adaptive} |"
 

@@ -84,7 +84,8 @@ def test_the_diagnose_blocks_equal_their_saved_results() -> None:
     spec.loader.exec_module(module)
     blocks = re.findall(r"<!-- diagnose:(\w+) -->\n(.*?)<!-- /diagnose:\1 -->", (ROOT / "BENCHMARKS.md").read_text(),
                         flags=re.S)  # fmt: skip
-    folders = {"diagnose": ROOT / "docs" / "diagnose", "grid": ROOT / "docs" / "diagnose" / "grid"}
+    folders = {"diagnose": ROOT / "docs" / "diagnose"}
+    folders.update({name: ROOT / "docs" / "diagnose" / name for name in ("grid", "grid_meshfree", "initial")})
     assert {name for name, _ in blocks} <= set(folders) and "diagnose" in dict(blocks)
     for name, text in blocks:
         results = [json.loads(p.read_text()) for p in sorted(folders[name].glob("*.json"))]
