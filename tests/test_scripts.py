@@ -99,3 +99,17 @@ def test_the_3d_study_diagnoses_each_run_without_changing_what_it_trains_on(tmp_
         assert data["samples"] == 3 and data["levels"] == 2 and data["per_level"][0]["relative_difference"] > 0
         assert with_diagnosis["diagnosis"][when]["ratio"] == data["allocation"]["variance_ratio"]
     assert "diagnosis" not in without
+
+
+def test_the_step_options_time_each_variant_on_the_same_step_and_refuse_unknown_ones(tmp_path: Path) -> None:
+    pytest.importorskip("skimage")
+    cmd = [sys.executable, str(SCRIPTS / "step_options.py"), "--size", "16", "--levels", "1", "--width", "4"]
+    subprocess.run([*cmd, "--steps", "2", "--repeats", "1", "--variants", "channels_last", "--out", str(tmp_path)],
+                   check=True, capture_output=True)  # fmt: skip
+    result = json.loads((tmp_path / "options.json").read_text())
+    assert result["variants"] == ["eager", "channels_last"] and [r["side"] for r in result["levels"]] == [16, 8]
+    assert all(r["losses_agree"] and r["relative"]["eager"] == 1.0 for r in result["levels"])
+    assert result["valid"] == result["load"]["quiet"]
+    assert ("Invalid timing" in (tmp_path / "options.md").read_text()) != result["valid"]
+    bad = subprocess.run([*cmd, "--variants", "jit", "--out", str(tmp_path)], capture_output=True, text=True)
+    assert bad.returncode != 0 and "unknown jit" in bad.stderr
