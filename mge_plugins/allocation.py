@@ -630,10 +630,12 @@ class Diagnosis:
     def report(self) -> str:
         """A plain-text table of the variances and costs per level, and the chosen allocation."""
         levels = len(self.measured.plain) - 1
-        lines = [f"{'level':>5} {'V(grad l_k)':>14} {'V(diff to k+1)':>15} {'cost/sample':>12}"]
+        relative = self.measured.relative_difference
+        lines = [f"{'level':>5} {'V(grad l_k)':>14} {'V(diff to k+1)':>15} {'|diff|/|grad|':>14} {'cost/sample':>12}"]
         for k in range(levels + 1):
             diff = f"{self.measured.difference[k]:15.4g}" if k < levels else f"{'':>15}"
-            lines.append(f"{k:>5} {self.measured.plain[k]:14.4g} {diff} {self.costs[k]:12.4g}")
+            norm = f"{relative[k]:14.3f}" if k < len(relative) else f"{'':>14}"
+            lines.append(f"{k:>5} {self.measured.plain[k]:14.4g} {diff} {norm} {self.costs[k]:12.4g}")
         best = self.best
         verdict = "MGE pays" if self.pays else "plain SGD is best here"
         lines.append(

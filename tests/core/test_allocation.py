@@ -192,7 +192,9 @@ def test_diagnose_reports_the_variances_and_the_allocation() -> None:
         return (model(x) - 0.5 * x).pow(2).mean()
 
     report = diagnose(level_loss, model, loaded=16, levels=2)
-    assert report.count("\n") == 4 and "V(diff to k+1)" in report
+    assert report.count("\n") == 4 and "V(diff to k+1)" in report and "|diff|/|grad|" in report
+    level0 = report.splitlines()[1].split()  # level, V, V(diff), |diff|/|grad|, cost
+    assert len(level0) == 5 and 0 <= float(level0[3]) < 1
     assert "2 levels" in report and "MGE pays" in report
 
 
