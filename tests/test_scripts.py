@@ -113,3 +113,16 @@ def test_the_step_options_time_each_variant_on_the_same_step_and_refuse_unknown_
     assert ("Invalid timing" in (tmp_path / "options.md").read_text()) != result["valid"]
     bad = subprocess.run([*cmd, "--variants", "jit", "--out", str(tmp_path)], capture_output=True, text=True)
     assert bad.returncode != 0 and "unknown jit" in bad.stderr
+
+
+def test_the_conv_backend_check_names_the_kernel_each_batch_size_runs(tmp_path: Path) -> None:
+    pytest.importorskip("monai")
+    cmd = [sys.executable, str(SCRIPTS / "conv_backend.py"), "--sides", "16", "--batches", "1,2", "--repeats", "1"]
+    subprocess.run([*cmd, "--out", str(tmp_path)], check=True, capture_output=True)
+    result = json.loads((tmp_path / "conv_backend.json").read_text())
+    one, two = result["cases"]
+    assert (one["batch"], two["batch"]) == (1, 2) and two["per_sample"] == pytest.approx(two["seconds"] / 2)
+    # PyTorch's CPU heuristic: a one-sample 3D convolution with 4 channels runs the native kernel,
+    # the same convolution on two samples runs oneDNN (what BENCHMARKS.md's 3D timings rest on)
+    assert "native slow_conv3d" in one["kernels"] and "oneDNN" not in one["kernels"] and "oneDNN" in two["kernels"]
+    assert ("Invalid timing" in (tmp_path / "conv_backend.md").read_text()) != result["valid"]
