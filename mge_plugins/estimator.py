@@ -175,6 +175,10 @@ def _all_finite(grads: list[torch.Tensor]) -> torch.Tensor:
     # check per tensor: the same verdict as clip_grad_norm_'s, for a few kernel launches per pass.
     if not grads:
         return torch.tensor(True)
+    first = grads[0]
+    if first.device.type in ("cpu", "cuda") and all(g.device == first.device and g.dtype == first.dtype for g in grads):
+        # one device and dtype, the usual case: get_total_norm's kernels without its grouping
+        return torch.isfinite(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))))
     return torch.isfinite(torch.nn.utils.get_total_norm(grads, foreach=True))
 
 

@@ -150,8 +150,11 @@ def mge_step(
         def pose(b: Any, level: int) -> tuple[torch.Tensor, torch.Tensor]:
             return restrict_batch(b[0], level, method), restrict_batch(b[1], level, method)
 
+    loaded = batch_size_of(batch)
+
     def level_loss(indices: slice, level: int) -> torch.Tensor:
-        inputs, targets = pose(slice_batch(batch, indices.start, indices.stop), level)
+        whole = indices.start == 0 and indices.stop == loaded  # the whole batch: no slicing to do
+        inputs, targets = pose(batch if whole else slice_batch(batch, indices.start, indices.stop), level)
         loss = loss_fn(model(inputs), targets)
         if not fused:
             return loss
@@ -174,7 +177,7 @@ def mge_step(
     optimizer.zero_grad(set_to_none=True)
     outcome = runner.run(
         0 if step is None else step,
-        batch_size_of(batch),
+        loaded,
         level_loss,
         model=model,
         backward=None if scaler is None else (lambda term: scaler.scale(term).backward()),
