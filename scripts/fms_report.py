@@ -7,7 +7,8 @@ against FLOPs. The reference is the shortest single-scale run whose doubling
 gains less than 0.2 dB; the target is the reference's PSNR minus 0.1 dB. For each family the
 FLOPs to reach the target are interpolated between its runs (not along one run's curve), and the
 saving is the reference's FLOPs over them. Seconds are quoted only for runs whose load stayed
-within the machine's cores.
+within the machine's cores; when the reference was timed quietly, the seconds to the target are
+interpolated the same way between each family's quiet runs.
 
     python scripts/fms_report.py results/study/s64/results.jsonl [more.jsonl ...]
     python scripts/fms_report.py docs/study/s64.jsonl --into BENCHMARKS.md --block s64
@@ -155,6 +156,21 @@ def _wall_clock(ref: dict[str, Any] | None, rows: list[dict[str, Any]]) -> list[
     for r in sorted(quiet, key=lambda r: r["run"]):
         flop, time = ref["flops"] / r["flops"], ref["seconds"] / r["seconds"]
         lines.append(f"| {r['run']} | {r['psnr'] - ref['psnr']:+.2f} | {flop:.2f}× | {time:.2f}× | {time / flop:.2f} |")
+    target = ref["psnr"] - TARGET_MARGIN_DB
+    lines += [
+        "",
+        f"Seconds to reach {target:.2f} dB, interpolated between each family's quiet runs as the FLOPs are:",
+        "",
+        "| family | seconds to target | time saving against the reference |",
+        "|---|---:|---:|",
+    ]
+    for name, runs in sorted(families([ref, *quiet]).items()):
+        seconds = cost_to_target([{"seconds": r["seconds"], "psnr": r["psnr"]} for r in runs], target,
+                                 cost_key="seconds")  # fmt: skip
+        if seconds is None:
+            lines.append(f"| {name} | not reached by a quiet run (best {max(r['psnr'] for r in runs):.2f} dB) | — |")
+        else:
+            lines.append(f"| {name} | {seconds:.1f} | {ref['seconds'] / seconds:.2f}× |")
     return lines
 
 

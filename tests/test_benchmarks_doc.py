@@ -143,3 +143,37 @@ def test_the_stock_swap_block_equals_its_saved_runs() -> None:
     assert text == module.markdown(rows), (
         "stale: python scripts/stock_swap.py --render docs/stock_swap.jsonl --into BENCHMARKS.md"
     )
+
+
+def test_seconds_to_target_are_interpolated_between_quiet_runs_and_loaded_ones_are_left_out() -> None:
+    fms_report = report_module()
+    config = {"description": "synthetic"}
+    quiet, loaded = {"quiet": True}, {"quiet": False}
+
+    def row(run: str, psnr: float, seconds: float, load: dict) -> dict:
+        return {"run": run, "psnr": psnr, "flops": 1e9, "seconds": seconds, "load": load, "config": config}
+
+    rows = [row("single:100", 30.0, 100.0, quiet), row("ffms:100", 29.8, 5.0, quiet),
+            row("ffms:200", 30.0, 10.0, quiet), row("pr:100", 29.95, 1.0, loaded)]  # fmt: skip
+    text = fms_report.report(rows)
+    times = "\N{MULTIPLICATION SIGN}"
+    assert f"| ffms | 7.5 | 13.33{times} |" in text  # 29.9 dB is half way from 29.8 (5 s) to 30.0 (10 s)
+    assert f"| single | 100.0 | 1.00{times} |" in text and "| pr |" not in text.split("Seconds to reach")[1]
+
+
+def test_the_options_and_conv_blocks_equal_their_saved_results() -> None:
+    document = (ROOT / "BENCHMARKS.md").read_text()
+    for script, kind in (("step_options", "options"), ("conv_backend", "conv")):
+        spec = importlib.util.spec_from_file_location(script, ROOT / "scripts" / f"{script}.py")
+        module = importlib.util.module_from_spec(spec)
+        assert spec.loader is not None
+        spec.loader.exec_module(module)
+        blocks = re.findall(rf"<!-- {kind}:(\w+) -->\n(.*?)<!-- /{kind}:\1 -->", document, flags=re.S)
+        assert blocks, f"BENCHMARKS.md has no {kind} block"
+        for name, text in blocks:
+            saved = json.loads((ROOT / "docs" / "options" / f"{name}.json").read_text())
+            assert saved["valid"], f"docs/options/{name}.json was timed under load"
+            assert text == module.markdown(saved), (
+                f"stale: python scripts/{script}.py --render docs/options/{name}.json --into BENCHMARKS.md "
+                f"--block {name}"
+            )
