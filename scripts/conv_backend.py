@@ -16,7 +16,6 @@ Writes ``conv_backend.json`` and ``conv_backend.md`` under ``--out``; ``--render
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -27,11 +26,10 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from doc_blocks import replace_block
 from monai_study import network
+from timed_result import add_render_options, header, render_requested, timed, write
 
 from mge_plugins.cli_args import positive_int
-from mge_plugins.diagnostics import LoadMonitor
 
 KERNELS = {"aten::mkldnn_convolution": "oneDNN", "aten::slow_conv3d_forward": "native slow_conv3d"}
 
@@ -64,10 +62,8 @@ def time_case(model: torch.nn.Module, batch: int, side: int, repeats: int) -> di
 
 def markdown(result: dict) -> str:
     """The table of ``conv_backend.md``."""
-    load = result["load"]
-    lines = [f"Command: `{result['command']}`. Load: peak {load['peak_load']:.2f} on {load['cores']} cores.", ""]
+    lines = header(result)
     if not result["valid"]:
-        lines.append("**Invalid timing**: the load exceeded the cores during the run; no seconds are quoted.")
         return "\n".join(lines) + "\n"
     lines += ["| side | batch | ms per sample | convolution kernel |", "|---:|---:|---:|---|"]
     for case in result["cases"]:
@@ -86,34 +82,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=positive_int, default=3, help="timed passes (default: %(default)s)")
     parser.add_argument("--threads", type=positive_int, default=1, help="torch threads (default: %(default)s)")
     parser.add_argument("--out", default="results/conv_backend", help="(default: %(default)s)")
-    parser.add_argument("--render", type=Path, help="a saved conv_backend.json to render instead of timing")
-    parser.add_argument("--into", type=Path, help="with --render: the document whose block to rewrite")
-    parser.add_argument("--block", help="with --render: the marker name")
+    add_render_options(parser)
     args = parser.parse_args()
-    if args.render is not None:
-        if args.into is None or args.block is None:
-            raise SystemExit("--render needs --into FILE and --block NAME")
-        replace_block(args.into, "conv", args.block, markdown(json.loads(args.render.read_text())))
+    if render_requested(args, "conv", markdown):
         return
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = network(args.width)
-    with LoadMonitor(interval=5.0) as monitor:
-        cases = [time_case(model, b, s, args.repeats) for s in args.sides for b in args.batches]
-    report = monitor.report()
-    result = {
-        "command": "python scripts/conv_backend.py " + " ".join(sys.argv[1:]),
-        "date": time.strftime("%Y-%m-%d"),
-        "torch": torch.__version__,
-        "load": report.to_dict(),
-        "valid": report.quiet,
-        "cases": cases,
-    }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "conv_backend.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out / "conv_backend.md").write_text(markdown(result))
-    print(markdown(result))
+    result = timed(lambda: {"cases": [time_case(model, b, s, args.repeats) for s in args.sides for b in args.batches]})
+    write(args.out, "conv_backend", result, markdown)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import statistics
 import sys
 import time
@@ -37,12 +36,11 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from doc_blocks import replace_block
 from plain_common import TRAIN_IMAGES, RandomCrops, bundled_images, residual_denoiser
+from timed_result import add_render_options, header, render_requested, timed, write
 
 from mge_plugins import restrict
 from mge_plugins.cli_args import positive_int
-from mge_plugins.diagnostics import LoadMonitor
 
 VARIANTS = ("eager", "channels_last", "compile")
 
@@ -95,10 +93,8 @@ def time_level(level: int, args: argparse.Namespace, crops: RandomCrops, variant
 
 def markdown(result: dict) -> str:
     """The table of ``options.md``."""
-    load = result["load"]
-    lines = [f"Command: `{result['command']}`. Load: peak {load['peak_load']:.2f} on {load['cores']} cores.", ""]
+    lines = header(result)
     if not result["valid"]:
-        lines.append("**Invalid timing**: the load exceeded the cores during the run; no seconds are quoted.")
         return "\n".join(lines) + "\n"
     variants = result["variants"]
     lines += [
@@ -132,14 +128,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed (default: %(default)s)")
     parser.add_argument("--threads", type=positive_int, default=1, help="torch threads (default: %(default)s)")
     parser.add_argument("--out", default="results/options", help="(default: %(default)s)")
-    parser.add_argument("--render", type=Path, help="a saved options.json to render instead of timing")
-    parser.add_argument("--into", type=Path, help="with --render: the document whose block to rewrite")
-    parser.add_argument("--block", help="with --render: the marker name")
+    add_render_options(parser)
     args = parser.parse_args()
-    if args.render is not None:
-        if args.into is None or args.block is None:
-            raise SystemExit("--render needs --into FILE and --block NAME")
-        replace_block(args.into, "options", args.block, markdown(json.loads(args.render.read_text())))
+    if render_requested(args, "options", markdown):
         return
     variants = ["eager", *(v for v in args.variants.split(",") if v and v != "eager")]
     unknown = [v for v in variants if v not in VARIANTS]
@@ -147,23 +138,9 @@ def main() -> None:
         raise SystemExit(f"--variants: unknown {', '.join(unknown)}; use some of {', '.join(VARIANTS)}")
     torch.set_num_threads(args.threads)
     crops = RandomCrops(bundled_images(TRAIN_IMAGES), args.size, args.seed)
-    with LoadMonitor(interval=5.0) as monitor:
-        levels = [time_level(level, args, crops, variants) for level in range(args.levels + 1)]
-    report = monitor.report()
-    result = {
-        "command": "python scripts/step_options.py " + " ".join(sys.argv[1:]),
-        "date": time.strftime("%Y-%m-%d"),
-        "torch": torch.__version__,
-        "load": report.to_dict(),
-        "valid": report.quiet,
-        "variants": variants,
-        "levels": levels,
-    }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "options.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out / "options.md").write_text(markdown(result))
-    print(markdown(result))
+    levels = range(args.levels + 1)
+    result = timed(lambda: {"variants": variants, "levels": [time_level(lv, args, crops, variants) for lv in levels]})
+    write(args.out, "options", result, markdown)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ saved ``profile.json`` (``tests/test_benchmarks_doc.py`` checks BENCHMARKS.md's 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -38,12 +37,11 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from doc_blocks import replace_block
 from plain_common import TRAIN_IMAGES, RandomCrops, bundled_images, residual_denoiser
+from timed_result import add_render_options, header, render_requested, timed, write
 
 from mge_plugins import StepPlan, build_strategy, mge_step, required_batch_size, restrict
 from mge_plugins.cost import step_passes
-from mge_plugins.diagnostics import LoadMonitor
 
 PARTS = ("data", "restriction", "forward", "backward", "optimizer")
 
@@ -167,13 +165,8 @@ def profile_stage(plan: StepPlan, args: argparse.Namespace, crops: RandomCrops) 
 
 def markdown(result: dict) -> str:
     """The tables of ``profile.md``."""
-    load = result["load"]
-    lines = [
-        f"Command: `{result['command']}`. Load: peak {load['peak_load']:.2f} on {load['cores']} cores.",
-        "",
-    ]
+    lines = header(result)
     if not result["valid"]:
-        lines.append("**Invalid timing**: the load exceeded the cores during the run; no seconds are quoted.")
         return "\n".join(lines) + "\n"
     lines += [
         "| stage level | terms | passes | hand loop (ms/step) | mge_step (ms/step) | overhead |",
@@ -184,13 +177,12 @@ def markdown(result: dict) -> str:
             f"| {s['level']} | {tuple(s['batch_sizes'])} | {s['passes']} | {1e3 * s['hand_seconds']:.1f} | "
             f"{1e3 * s['plugin_seconds']:.1f} | {100 * s['overhead']:+.1f} % |"
         )
-    if "run" in result:  # profiles saved before the whole-run row have no stage weights
-        run = result["run"]
-        split = " / ".join(str(s["run_steps"]) for s in result["stages"])
-        lines.append(
-            f"| whole run, {run['steps']} steps ({split}) | | | {run['hand_seconds']:.2f} s | "
-            f"{run['plugin_seconds']:.2f} s | {100 * run['overhead']:+.1f} % |"
-        )
+    run = result["run"]
+    split = " / ".join(str(s["run_steps"]) for s in result["stages"])
+    lines.append(
+        f"| whole run, {run['steps']} steps ({split}) | | | {run['hand_seconds']:.2f} s | "
+        f"{run['plugin_seconds']:.2f} s | {100 * run['overhead']:+.1f} % |"
+    )
     lines += ["", "| stage level | " + " | ".join(PARTS) + " | per level (ms) |", "|---:|" + "---:|" * (len(PARTS) + 1)]
     for s in result["stages"]:
         per_level = ", ".join(f"L{lv}: {1e3 * t:.1f}" for lv, t in s["levels"].items())
@@ -215,34 +207,18 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default: %(default)s)")
     parser.add_argument("--out", default="results/profile", help="(default: %(default)s)")
-    parser.add_argument("--render", type=Path, help="a saved profile.json to render instead of profiling")
-    parser.add_argument("--into", type=Path, help="with --render: the document whose block to rewrite")
-    parser.add_argument("--block", help="with --render: the marker name (e.g. unfused)")
+    add_render_options(parser)
     args = parser.parse_args()
-    if args.render is not None:
-        if args.into is None or args.block is None:
-            raise SystemExit("--render needs --into FILE and --block NAME")
-        replace_block(args.into, "profile", args.block, markdown(json.loads(args.render.read_text())))
+    if render_requested(args, "profile", markdown):
         return
     torch.set_num_threads(args.threads)
     crops = RandomCrops(bundled_images(TRAIN_IMAGES), args.size, args.seed)
-    with LoadMonitor(interval=5.0) as monitor:
+
+    def measure() -> dict:
         stages = [{**profile_stage(plan, args, crops), "run_steps": steps} for plan, steps in stage_plans(args)]
-    report = monitor.report()
-    result = {
-        "command": "python scripts/step_profile.py " + " ".join(sys.argv[1:]),
-        "date": time.strftime("%Y-%m-%d"),
-        "torch": torch.__version__,
-        "load": report.to_dict(),
-        "valid": report.quiet,
-        "stages": stages,
-        "run": whole_run(stages),
-    }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "profile.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out / "profile.md").write_text(markdown(result))
-    print(markdown(result))
+        return {"stages": stages, "run": whole_run(stages)}
+
+    write(args.out, "profile", timed(measure), markdown)
 
 
 if __name__ == "__main__":

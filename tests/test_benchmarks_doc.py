@@ -7,6 +7,8 @@ import json
 import re
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -40,20 +42,27 @@ def test_a_stale_block_is_detected(tmp_path: Path) -> None:
     assert path.read_text() == "before\n<!-- study:x -->\nnew\n<!-- /study:x -->\nafter\n"
 
 
-def test_profile_blocks_equal_their_saved_profiles() -> None:
-    spec = importlib.util.spec_from_file_location("step_profile", ROOT / "scripts" / "step_profile.py")
+@pytest.mark.parametrize(
+    ("script", "kind", "folder", "names"),
+    [
+        ("step_profile", "profile", "profile", {"unfused", "fused"}),
+        ("step_options", "options", "options", {"cpu128"}),
+        ("conv_backend", "conv", "options", {"conv3d"}),
+    ],
+)
+def test_timed_blocks_equal_their_saved_quiet_results(script: str, kind: str, folder: str, names: set[str]) -> None:
+    spec = importlib.util.spec_from_file_location(script, ROOT / "scripts" / f"{script}.py")
     module = importlib.util.module_from_spec(spec)
     assert spec.loader is not None
     spec.loader.exec_module(module)
     document = (ROOT / "BENCHMARKS.md").read_text()
-    blocks = re.findall(r"<!-- profile:(\w+) -->\n(.*?)<!-- /profile:\1 -->", document, flags=re.S)
-    assert {name for name, _ in blocks} == {"unfused", "fused"}
+    blocks = re.findall(rf"<!-- {kind}:(\w+) -->\n(.*?)<!-- /{kind}:\1 -->", document, flags=re.S)
+    assert {name for name, _ in blocks} == names
     for name, text in blocks:
-        saved = json.loads((ROOT / "docs" / "profile" / f"{name}.json").read_text())
-        assert saved["valid"], f"docs/profile/{name}.json was timed under load"
+        saved = json.loads((ROOT / "docs" / folder / f"{name}.json").read_text())
+        assert saved["valid"], f"docs/{folder}/{name}.json was timed under load"
         assert text == module.markdown(saved), (
-            f"stale: python scripts/step_profile.py --render docs/profile/{name}.json "
-            f"--into BENCHMARKS.md --block {name}"
+            f"stale: python scripts/{script}.py --render docs/{folder}/{name}.json --into BENCHMARKS.md --block {name}"
         )
 
 
@@ -159,21 +168,3 @@ def test_seconds_to_target_are_interpolated_between_quiet_runs_and_loaded_ones_a
     times = "\N{MULTIPLICATION SIGN}"
     assert f"| ffms | 7.5 | 13.33{times} |" in text  # 29.9 dB is half way from 29.8 (5 s) to 30.0 (10 s)
     assert f"| single | 100.0 | 1.00{times} |" in text and "| pr |" not in text.split("Seconds to reach")[1]
-
-
-def test_the_options_and_conv_blocks_equal_their_saved_results() -> None:
-    document = (ROOT / "BENCHMARKS.md").read_text()
-    for script, kind in (("step_options", "options"), ("conv_backend", "conv")):
-        spec = importlib.util.spec_from_file_location(script, ROOT / "scripts" / f"{script}.py")
-        module = importlib.util.module_from_spec(spec)
-        assert spec.loader is not None
-        spec.loader.exec_module(module)
-        blocks = re.findall(rf"<!-- {kind}:(\w+) -->\n(.*?)<!-- /{kind}:\1 -->", document, flags=re.S)
-        assert blocks, f"BENCHMARKS.md has no {kind} block"
-        for name, text in blocks:
-            saved = json.loads((ROOT / "docs" / "options" / f"{name}.json").read_text())
-            assert saved["valid"], f"docs/options/{name}.json was timed under load"
-            assert text == module.markdown(saved), (
-                f"stale: python scripts/{script}.py --render docs/options/{name}.json --into BENCHMARKS.md "
-                f"--block {name}"
-            )
