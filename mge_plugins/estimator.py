@@ -338,6 +338,14 @@ def mge_backward(
     )
 
 
+def _read_scalars(tensors: list[torch.Tensor]) -> list[float]:
+    """The values of 0-d tensors (losses, finiteness flags) as floats, with at most one device sync."""
+    if all(t.device.type == "cpu" for t in tensors):  # nothing to synchronise: skip the stacking kernels
+        return [float(t.item()) for t in tensors]
+    device = next(t.device for t in tensors if t.device.type != "cpu")
+    return torch.stack([t.to(device, torch.float64) for t in tensors]).tolist()  # the one sync of the step
+
+
 def _finish(
     seen: list[tuple[int, int, torch.Tensor]],
     values: list[torch.Tensor],
@@ -354,10 +362,7 @@ def _finish(
 ) -> MGEStepStats:
     """Read every check of the step with one device sync, raise for the first failure, build the stats."""
     last = len(sizes) - 1
-    parts = [torch.stack([v for *_, v in seen]).double(), torch.stack([*values, fine_loss]).double()]
-    if finite_after:
-        parts.append(torch.stack([f.to(parts[0].device) for f in finite_after]).double())
-    read = torch.cat(parts).cpu().tolist()  # the one sync of the step
+    read = _read_scalars([*(v for *_, v in seen), *values, fine_loss, *finite_after])
     losses, term_values = read[: len(seen)], read[len(seen) : len(seen) + len(values)]
     fine, flags = read[len(seen) + len(values)], read[len(seen) + len(values) + 1 :]
     for (k, level, _), loss in zip(seen, losses, strict=True):
