@@ -350,3 +350,20 @@ def test_the_gradient_check_gives_clip_grad_norms_verdict(fill: float, mixed: bo
     expected = bool(torch.isfinite(torch.nn.utils.get_total_norm(grads, foreach=True)))
     assert bool(_all_finite(grads)) == expected
     assert expected == (fill == 0.5)  # the verdict itself: only the finite, non-overflowing case passes
+
+
+def test_the_checks_read_on_a_cpu_give_the_stacked_read_values() -> None:
+    from mge_plugins.estimator import _read_scalars
+
+    values = [
+        torch.tensor(0.1, dtype=torch.float16),
+        torch.tensor(float("nan")),
+        torch.tensor(-float("inf"), dtype=torch.float64),
+        torch.tensor(1e30),
+        torch.tensor(True),
+        torch.tensor(False),
+    ]
+    stacked = torch.stack([v.to(torch.float64) for v in values]).tolist()
+    read = _read_scalars(values)
+    assert all(isinstance(v, float) for v in read)
+    assert [repr(v) for v in read] == [repr(v) for v in stacked]  # NaN compares by its repr
