@@ -25,6 +25,7 @@ import torch
 from .batching import _tensor_leaves, batch_size_of
 from .cost import StepCost, step_flops, step_work_units, term_levels
 from .coupling import CoupledRandomness
+from .gradient_check import GradientCheck
 from .meshfree import at_level
 from .nonfinite import NonFiniteError
 
@@ -161,25 +162,10 @@ def check_nested(batches: Sequence[Any]) -> None:
             )
 
 
-def _named_parameters(parameters: Parameters | None) -> list[tuple[str, torch.Tensor]]:
-    if parameters is None:
-        return []
-    if isinstance(parameters, torch.nn.Module):
-        return list(parameters.named_parameters())
-    items = list(parameters)
-    return [item if isinstance(item, tuple) else (f"parameter {i}", item) for i, item in enumerate(items)]
-
-
-def _all_finite(grads: list[torch.Tensor]) -> torch.Tensor:
-    # One fused norm over every gradient (a NaN or inf anywhere makes it non-finite) instead of one
-    # check per tensor: the same verdict as clip_grad_norm_'s, for a few kernel launches per pass.
-    if not grads:
-        return torch.tensor(True)
-    first = grads[0]
-    if first.device.type in ("cpu", "cuda") and all(g.device == first.device and g.dtype == first.dtype for g in grads):
-        # one device and dtype, the usual case: get_total_norm's kernels without its grouping
-        return torch.isfinite(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))))
-    return torch.isfinite(torch.nn.utils.get_total_norm(grads, foreach=True))
+def _gradient_check(parameters: Parameters | GradientCheck | None) -> GradientCheck | None:
+    if parameters is None or isinstance(parameters, GradientCheck):
+        return parameters
+    return GradientCheck(parameters)
 
 
 def mge_backward(
@@ -192,7 +178,7 @@ def mge_backward(
     coupling: CoupledRandomness | bool = True,
     spatial_dims: int | None = None,
     flops_per_sample: Sequence[float] | None = None,
-    parameters: Parameters | None = None,
+    parameters: Parameters | GradientCheck | None = None,
     fused: bool = False,
 ) -> MGEStepStats:
     """Accumulate the MGE gradient estimate into the parameters' ``.grad``, term by term.
@@ -223,10 +209,12 @@ def mge_backward(
             generators, or ``False``.
         spatial_dims: 2 or 3 for the work units; inferred from the first 4-D/5-D tensor.
         flops_per_sample: per-sample FLOPs per absolute level, to report the step's FLOPs.
-        parameters: parameters whose accumulated gradients are checked for NaN/inf after the
-            passes (a module or ``named_parameters()`` lets the error name the first one).
-            ``None`` checks the losses only; leave it ``None`` when a ``GradScaler`` scales the
-            terms, since scaled gradients may overflow and the scaler skips such steps itself.
+        parameters: parameters whose accumulated gradients are checked for NaN/inf after each
+            term (a module or ``named_parameters()`` lets the error name the first one; a
+            :class:`~mge_plugins.gradient_check.GradientCheck` names them only on failure).
+            Finite entries pass however large they are. ``None`` checks the losses only; leave it
+            ``None`` when a ``GradScaler`` scales the terms, since scaled gradients may overflow
+            and the scaler skips such steps itself.
         fused: one weighted pass per level instead of two per difference term: level ``L + j``
             is evaluated once, on the larger of the batches of terms ``j - 1`` and ``j``, with
             weight ``+1/N_j`` on term ``j``'s samples and ``-1/N_{j-1}`` on term ``j - 1``'s, so a
@@ -285,8 +273,8 @@ def mge_backward(
         # forward and the backward of every pass but the last run under no_sync.
         return nullcontext() if no_sync is None or final else no_sync()
 
-    named = _named_parameters(parameters)
-    finite_after: list[torch.Tensor] = []  # one flag per term
+    gradients = _gradient_check(parameters)
+    nonfinite_after: list[torch.Tensor] = []  # one flag per term
     seen: list[tuple[int, int, torch.Tensor]] = []  # (term, level, loss) of every pass
     # Every check is read with one device sync at the end of the step, not one per pass. A
     # non-finite loss is backpropagated meanwhile, which only touches .grad: the error is raised
@@ -320,14 +308,14 @@ def mge_backward(
                 del coarse
         else:
             values.append(fine_value)
-        if named:
-            finite_after.append(_all_finite([p.grad for _, p in named if p.grad is not None]))
+        if gradients is not None:
+            nonfinite_after.append(gradients.flag())
     assert fine_loss is not None
     return _finish(
         seen,
         values,
-        finite_after,
-        named,
+        nonfinite_after,
+        gradients,
         fine_loss,
         sizes,
         batches,
@@ -349,8 +337,8 @@ def _read_scalars(tensors: list[torch.Tensor]) -> list[float]:
 def _finish(
     seen: list[tuple[int, int, torch.Tensor]],
     values: list[torch.Tensor],
-    finite_after: list[torch.Tensor],
-    named: list[tuple[str, torch.Tensor]],
+    nonfinite_after: list[torch.Tensor],
+    gradients: GradientCheck | None,
     fine_loss: torch.Tensor,
     sizes: tuple[int, ...],
     batches: Sequence[Any],
@@ -362,15 +350,16 @@ def _finish(
 ) -> MGEStepStats:
     """Read every check of the step with one device sync, raise for the first failure, build the stats."""
     last = len(sizes) - 1
-    read = _read_scalars([*(v for *_, v in seen), *values, fine_loss, *finite_after])
+    read = _read_scalars([*(v for *_, v in seen), *values, fine_loss, *nonfinite_after])
     losses, term_values = read[: len(seen)], read[len(seen) : len(seen) + len(values)]
     fine, flags = read[len(seen) + len(values)], read[len(seen) + len(values) + 1 :]
     for (k, level, _), loss in zip(seen, losses, strict=True):
         if not math.isfinite(loss):
             raise NonFiniteError(k, term_levels(k, last + 1, base_level), "loss", level=level, value=loss)
-    if flags and not all(flags):
-        k = flags.index(0.0)
-        first = next((n for n, p in named if p.grad is not None and not bool(torch.isfinite(p.grad).all())), None)
+    if any(flags):
+        k = next(i for i, flag in enumerate(flags) if flag)
+        assert gradients is not None
+        first = gradients.first_nonfinite()
         raise NonFiniteError(k, term_levels(k, last + 1, base_level), "gradient", parameter=first)
     dims = spatial_dims if spatial_dims is not None else _infer_spatial_dims(batches[0])
     cost = StepCost(
@@ -396,9 +385,9 @@ def _fused_backward(
     """:func:`mge_backward` with ``fused=True``: one weighted pass per level over nested batches."""
     check_nested(batches)
     last = len(batches) - 1
-    named = _named_parameters(parameters)
+    gradients = _gradient_check(parameters)
     seen: list[tuple[int, int, torch.Tensor]] = []
-    finite_after: list[torch.Tensor] = []
+    nonfinite_after: list[torch.Tensor] = []
     means: list[torch.Tensor] = []  # mean loss of term j's samples at level L + j
     heads: list[torch.Tensor] = []  # mean loss of term j - 1's samples at level L + j
     for j in range(last + 1):
@@ -416,14 +405,14 @@ def _fused_backward(
             means.append(mean.detach())
             backward(signed)
             del per_sample, signed
-        if named:
-            finite_after.append(_all_finite([p.grad for _, p in named if p.grad is not None]))
+        if gradients is not None:
+            nonfinite_after.append(gradients.flag())
     values = [means[k] - heads[k] for k in range(last)] + [means[last]]
     return _finish(
         seen,
         values,
-        finite_after,
-        named,
+        nonfinite_after,
+        gradients,
         means[0],
         sizes,
         batches,

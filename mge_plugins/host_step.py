@@ -35,6 +35,7 @@ from .cost import CostMeter, StepCost, measure_level_flops, step_work_units
 from .coupling import CoupledRandomness
 from .distributed import check_ranks_agree, ddp_no_sync, mean_over_ranks, plan_fingerprint
 from .estimator import MGEStepStats, mge_backward
+from .gradient_check import GradientCheck
 from .meshfree import at_level
 from .nonfinite import NonFiniteError, NonFinitePolicy
 from .strategies import StepPlan, Strategy, StrategyOptions, get_strategy
@@ -221,6 +222,7 @@ class MultiscaleStep:
         couple: bool = True,
         native: Callable[[], Any] | None = None,
         zero_grad: Callable[[], None] | None = None,
+        optimizer: torch.optim.Optimizer | None = None,
     ) -> StepOutcome:
         """Accumulate one step's gradient into ``model`` (no optimizer step is taken here).
 
@@ -242,6 +244,9 @@ class MultiscaleStep:
             native: the host's own single-scale step, run instead of the estimator when the
                 strategy is ``"single"`` (so that strategy reproduces the host bit for bit).
             zero_grad: clears the gradients of a skipped step (default: the model's ``.grad``).
+            optimizer: the host's optimizer: the gradients checked are then those of its
+                parameters, exactly what the step updates, read from its flat parameter groups
+                instead of walking the model's modules every step (default: the model's).
 
         Returns:
             A :class:`StepOutcome`.
@@ -281,7 +286,7 @@ class MultiscaleStep:
                 coupling=CoupledRandomness(owned) if couple else False,
                 spatial_dims=self.spatial_dims,
                 flops_per_sample=self.meter.flops_per_sample or None,
-                parameters=model if check_gradients else None,
+                parameters=self._gradient_check(model, optimizer) if check_gradients else None,
                 fused=fused,
             )
         except NonFiniteError as error:
@@ -303,6 +308,13 @@ class MultiscaleStep:
                     mean_over_ranks if no_sync is not None else None,
                 )
         return StepOutcome(plan, stats=stats)
+
+    @staticmethod
+    def _gradient_check(model: nn.Module, optimizer: torch.optim.Optimizer | None) -> GradientCheck:
+        """The gradients a step checks: the optimizer's parameters when it is known, named from the model."""
+        if optimizer is None:
+            return GradientCheck(model)
+        return GradientCheck([p for group in optimizer.param_groups for p in group["params"]], names=model)
 
     def skipped(self, plan: StepPlan) -> StepOutcome:
         """Record a skipped step (its cost counts: the work was done) and describe it."""

@@ -185,6 +185,7 @@ def mge_step(
         generators=coupling.generators if isinstance(coupling, CoupledRandomness) else (),
         couple=coupling is not False,
         zero_grad=lambda: optimizer.zero_grad(set_to_none=True),
+        optimizer=optimizer,
     )
     assert outcome.stats is not None
     if outcome.skipped:

@@ -455,6 +455,7 @@ class MultiscaleTrainer(Trainer):
                 physics, x, y, train=train, epoch=epoch, step=step
             ),
             zero_grad=lambda: self.optimizer.zero_grad(set_to_none=True),
+            optimizer=self.optimizer,
         )
         if outcome.native is not None:
             loss, x_net, native_logs = outcome.native

@@ -395,6 +395,7 @@ class MultiscaleIteration:
             check_gradients=not scaling,
             native=(lambda: engine._iteration(engine, batchdata)) if native else None,
             zero_grad=lambda: engine.optimizer.zero_grad(set_to_none=True),
+            optimizer=engine.optimizer,
         )
         if outcome.native is not None:
             self.multiscale.after_update(engine.network)
