@@ -13,7 +13,7 @@ from example_args import check_device, make_parser, nonnegative_int, positive_in
 from ignite.engine import Engine, Events
 from ignite.handlers import ProgressBar
 from mge_monai import MultiscaleSupervisedTrainer
-from monai.data import DataLoader
+from monai.data import DataLoader, get_track_meta, set_track_meta
 from monai.metrics import PSNRMetric, SSIMMetric
 from monai.utils import set_determinism
 
@@ -45,6 +45,14 @@ def parse_args(
         "--data", type=Path, metavar="DIR", help="folder of input files (default: bundled or synthetic data)"
     )
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument(
+        "--workers", type=nonnegative_int, default=0, metavar="N", help="DataLoader worker processes (default: 0)"
+    )
+    parser.add_argument(
+        "--no-track-meta",
+        action="store_true",
+        help="run the random transforms on plain tensors during training (MONAI's set_track_meta(False))",
+    )
     parser.add_argument("--out", type=Path, default=Path("results"), metavar="DIR", help="results folder")
     parser.add_argument("--seed", type=int, default=0, help="seed of weights, crops and noise")
     args = parser.parse_args()
@@ -127,7 +135,7 @@ def train_and_report(args, name: str, network, train_set, test_batch: dict, loss
     """Train with the chosen strategy, show progress, evaluate at the fine level, write a summary."""
     device = torch.device(args.device)
     network = network.to(device)
-    loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, num_workers=0)
+    loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, num_workers=args.workers)
     trainer = MultiscaleSupervisedTrainer(
         device=device,
         max_epochs=args.epochs,
@@ -140,10 +148,23 @@ def train_and_report(args, name: str, network, train_set, test_batch: dict, loss
         levels=args.levels,
     )
     attach_progress(trainer, f"{name} {args.task} {args.strategy}")
-    seconds = {"train": 0.0}
+    tracking = get_track_meta()
+    if args.no_track_meta:  # the cached part of the pipeline already ran with metadata; the random part runs without
+        set_track_meta(False)
+    seconds = {"train": 0.0, "data": 0.0}
     trainer.add_event_handler(Events.STARTED, lambda e: seconds.update(start=time.perf_counter()))
     trainer.add_event_handler(Events.COMPLETED, lambda e: seconds.update(train=time.perf_counter() - seconds["start"]))
-    trainer.run()
+
+    # the time the training loop waits for each batch: loading, transforms and collation
+    def fetched(engine) -> None:
+        seconds["data"] += time.perf_counter() - seconds["fetch"]
+
+    trainer.add_event_handler(Events.GET_BATCH_STARTED, lambda e: seconds.update(fetch=time.perf_counter()))
+    trainer.add_event_handler(Events.GET_BATCH_COMPLETED, fetched)
+    try:
+        trainer.run()
+    finally:
+        set_track_meta(tracking)
 
     network.eval()
     image, label = test_batch["image"].to(device), test_batch["label"].to(device)
@@ -156,7 +177,13 @@ def train_and_report(args, name: str, network, train_set, test_batch: dict, loss
         "psnr": PSNRMetric(1.0)(pred, label).mean().item(),
         "ssim": SSIMMetric(spatial_dims, data_range=1.0, win_size=window)(pred, label).mean().item(),
     }
-    summary = {"example": name, "task": args.task, "strategy": args.strategy, "seconds": seconds["train"]}
+    summary = {
+        "example": name,
+        "task": args.task,
+        "strategy": args.strategy,
+        "seconds": seconds["train"],
+        "data_seconds": seconds["data"],
+    }
     summary.update(metrics)
     summary.update(trainer.cost.summary())
     out = args.out / name
@@ -167,7 +194,8 @@ def train_and_report(args, name: str, network, train_set, test_batch: dict, loss
     print(
         f"\n{name} {args.task} ({args.strategy}): fine-level PSNR {metrics['psnr']:.2f} dB (input "
         f"{metrics['psnr_input']:.2f} dB), SSIM {metrics['ssim']:.3f}; {summary['flops'] / 1e9:.1f} GFLOPs, "
-        f"{saving:.2f}x less work than single-scale for the same iterations; {seconds['train']:.1f} s\n"
+        f"{saving:.2f}x less work than single-scale for the same iterations; {seconds['train']:.1f} s "
+        f"({seconds['data']:.1f} s waiting for data)\n"
         f"wrote {out}/"
     )
     return summary

@@ -119,7 +119,10 @@ def main() -> None:
     parser.add_argument("--render", type=Path, help="a saved host_timing.json to render instead of measuring")
     parser.add_argument("--into", type=Path, help="with --render: the document whose host-timing block to rewrite")
     parser.add_argument(
-        "--cases", help=f"comma-separated cases to measure (default: all of {', '.join(CASES)})", default=None
+        "--cases",
+        action="append",
+        help=f"a case to measure, once per case (default: all of {'; '.join(CASES)})",
+        default=None,
     )
     parser.add_argument(
         "--update", type=Path, help="a saved host_timing.json whose runs of the measured cases are replaced"
@@ -131,10 +134,10 @@ def main() -> None:
             replace_block(args.into, "host-timing", None, text)
         print(text)
         return
-    cases = None if args.cases is None else args.cases.split(",")
+    cases = args.cases
     unknown = sorted(set(cases or []) - set(CASES))
     if unknown:
-        parser.error(f"unknown case(s) {', '.join(unknown)}; use {', '.join(CASES)}")
+        parser.error(f"unknown case(s) {'; '.join(unknown)}; use {'; '.join(CASES)}")
     result = measure(args.repeats, args.out, cases)
     if args.update is not None:  # keep the saved runs of the other cases, in their place
         saved = json.loads(args.update.read_text())

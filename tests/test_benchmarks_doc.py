@@ -47,7 +47,7 @@ def test_a_stale_block_is_detected(tmp_path: Path) -> None:
     [
         ("step_profile", "profile", "profile", {"unfused", "fused"}),
         ("step_options", "options", "options", {"cpu128"}),
-        ("conv_backend", "conv", "options", {"conv3d"}),
+        ("conv_backend", "conv", "options", {"conv3d", "conv3d_w8"}),
     ],
 )
 def test_timed_blocks_equal_their_saved_quiet_results(script: str, kind: str, folder: str, names: set[str]) -> None:

@@ -40,6 +40,20 @@ def test_plain_pytorch_example_runs_and_reports_costs(tmp_path: Path) -> None:
     assert "\r" not in result.stderr and "full-multiscale: step 7/7, level 0" in result.stderr
 
 
+def test_monai_example_records_its_data_wait_and_runs_without_metadata(tmp_path: Path) -> None:
+    pytest.importorskip("monai")
+    pytest.importorskip("nibabel")
+    cmd = [
+        sys.executable, str(ROOT / "examples" / "monai_3d.py"), "--size", "16", "--batch-size", "4", "--epochs", "1",
+        "--iterations-per-epoch", "6", "--no-track-meta", "--out", str(tmp_path),
+    ]  # fmt: skip
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT / "examples")
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads((tmp_path / "monai_3d" / "summary_denoise_full-multiscale.json").read_text())
+    assert 0 < summary["data_seconds"] < summary["seconds"]
+    assert "s waiting for data)" in result.stdout
+
+
 def test_example_rejects_an_empty_data_folder(tmp_path: Path) -> None:
     cmd = [sys.executable, str(ROOT / "examples" / "plain_pytorch_denoise.py"), "--data", str(tmp_path)]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=120)

@@ -285,3 +285,33 @@ def test_early_stopping_waits_for_the_fine_stage_where_monais_handler_stops_in_a
     # MONAI's handler stops after 3 epochs (the first sets the best score, 2 more without gain);
     # the fine-stage one lets epochs 1-8 pass, then counts the same 3 from epoch 9.
     assert epochs_run == [3, 8 + 3]
+
+
+def test_the_passes_run_on_plain_tensors_and_the_output_keeps_the_metadata() -> None:
+    from monai.data import MetaTensor
+
+    affine = torch.diag(torch.tensor([2.0, 3.0, 1.0, 1.0]))
+    plain = samples(n=16, size=16)
+    meta = [{k: MetaTensor(v, affine=affine) for k, v in s.items()} for s in plain]
+    seen: list[type] = []
+    trained = []
+    for data in (plain, meta):
+        model = network()
+        model.register_forward_pre_hook(lambda module, args: seen.append(type(args[0])))
+        trainer = make(
+            MultiscaleSupervisedTrainer, epochs=1, data=data, model=model, strategy="mge", levels=1, decollate=False
+        )
+        outputs: list = []
+        trainer.add_event_handler(
+            Events.ITERATION_COMPLETED, lambda engine, kept=outputs: kept.append(engine.state.output)
+        )
+        run(trainer)
+        trained.append([p.detach().clone() for p in model.parameters()])
+    assert seen and all(t is torch.Tensor for t in seen)  # no pass ran on a MetaTensor
+    for p, q in zip(*trained, strict=True):  # the same training, metadata or not
+        assert torch.equal(p, q)
+    output = outputs[-1]
+    for key in ("image", "label", "pred"):
+        assert isinstance(output[key], MetaTensor), key
+        assert torch.equal(output[key].affine[0], affine.double()), key  # per-sample, from the loaded batch
+    assert output["pred"].shape[0] == output["image"].shape[0] < 16  # term 0's samples, not the batch

@@ -21,6 +21,7 @@ from mge_plugins.scalars import step_scalars
 from mge_plugins.strategies import STAGED_STRATEGIES, fit_levels, refit_options, warn_fitted_levels
 
 from ..transforms.level import pyramid_key
+from .plain import as_plain, with_meta_of
 
 IterationEvents, _ = optional_import("monai.engines.utils", name="IterationEvents")
 if TYPE_CHECKING:
@@ -356,7 +357,8 @@ class MultiscaleIteration:
         if batchdata is None:
             raise ValueError("Must provide batch data for current iteration.")
         batch = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs)
-        inputs, targets = batch[0], batch[1]
+        loaded = batch[0], batch[1]  # the output's image, label and pred take their metadata back
+        inputs, targets = as_plain(batch[0]), as_plain(batch[1])  # the passes run on plain tensors
         args, kwargs = (batch[2], batch[3]) if len(batch) == 4 else ((), {})
         engine.network.train()
         if self.multiscale is None:
@@ -405,6 +407,7 @@ class MultiscaleIteration:
                 if isinstance(item, dict):  # the output, or its decollated items
                     item.update(scalars)
             return outcome.native
+        first = self._with_metadata(first, *loaded)
         if outcome.skipped:
             return self._skipped(engine, plan, first, inputs.device)
         stats = outcome.stats
@@ -442,7 +445,7 @@ class MultiscaleIteration:
             samples ``indices`` posed at ``level``.
         """
         batch = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs)
-        inputs, targets = batch[0], batch[1]
+        inputs, targets = as_plain(batch[0]), as_plain(batch[1])  # posed as a step poses them
         args, kwargs = (batch[2], batch[3]) if len(batch) == 4 else ((), {})
         if self.label_rule is None:
             self.label_rule = self._resolve_label_rule(engine, inputs, targets)
@@ -457,6 +460,18 @@ class MultiscaleIteration:
     def check_levels(self, engine: Engine, inputs: torch.Tensor, levels: int) -> None:
         """What the first step checks: the network and an SSIM window work ``levels`` below the input's grid."""
         self._check_window(engine, inputs, levels)
+
+    @staticmethod
+    def _with_metadata(first: dict, inputs: Any, targets: Any) -> dict:
+        """The output's image and pred with the loaded input's metadata, its label with the label's."""
+        if not first:
+            return first
+        return {
+            **first,
+            Keys.IMAGE: with_meta_of(first[Keys.IMAGE], inputs),
+            Keys.LABEL: with_meta_of(first[Keys.LABEL], targets),
+            Keys.PRED: with_meta_of(first[Keys.PRED], inputs),
+        }
 
     def _skipped(self, engine: Engine, plan, first: dict, device: torch.device) -> dict:
         """The output of a skipped iteration: no optimizer step, a NaN loss, the count in the state."""
