@@ -124,6 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--coarse-noise", default="keep", choices=("keep", "restrict"), help="the noise level on coarse levels"
     )
     bundled.add_argument(
+        "--coarse-operator",
+        default="restrict",
+        choices=("keep", "restrict"),
+        help="blur kernel and anti-alias filter on coarse levels: restricted with the image, or kept per pixel",
+    )
+    bundled.add_argument(
         "--coarse-mode", default="auto", choices=("auto", "physics", "restrict"), help="how coarse problems are posed"
     )
     return parser
@@ -263,6 +269,7 @@ def task_probe(args: argparse.Namespace) -> Probe:
             online_measurements=True, save_path=None, device=args.device, verbose=False, show_progress_bar=False,
             strategy="mge", levels=2 if args.levels is None else args.levels, non_blocking_transfers=False,
             restriction=args.restriction, coarse_noise=args.coarse_noise, coarse_mode=args.coarse_mode,
+            coarse_operator=args.coarse_operator,
         )  # fmt: skip
     probe = probe_of(trainer, args.levels)
     weights = f"trained weights of {args.checkpoint}" if args.checkpoint is not None else "initial weights"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from .physics import (
     NOISE_MODES,
+    OPERATOR_MODES,
     BlockMaskGenerator,
     LevelGaussianNoise,
     NoCoarseRecipeError,
@@ -26,6 +27,7 @@ from .training import COARSE_MODES, LevelPoser, MultiscaleTrainer
 __all__ = [
     "COARSE_MODES",
     "NOISE_MODES",
+    "OPERATOR_MODES",
     "BlockMaskGenerator",
     "LevelGaussianNoise",
     "LevelPoser",

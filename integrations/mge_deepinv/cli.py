@@ -150,6 +150,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--coarse-noise", default="keep", choices=("keep", "restrict"), help="noise level on coarse levels"
     )
     parser.add_argument(
+        "--coarse-operator",
+        default="restrict",
+        choices=("keep", "restrict"),
+        help="blur kernel and anti-alias filter on coarse levels: restricted with the image, or kept per pixel",
+    )
+    parser.add_argument(
         "--size", type=positive_int, default=64, metavar="PX", help="crop side in pixels, divisible by 2**levels"
     )
     parser.add_argument(
@@ -522,7 +528,8 @@ def _train_one(strategy: str, args: argparse.Namespace, inputs: Inputs, out: Pat
             save_path=str(out / strategy), device=args.device, verbose=False, show_progress_bar=False,
             compute_train_metrics=False, non_blocking_transfers=torch.device(args.device).type == "cuda",
             strategy=strategy, levels=args.levels, mge_levels=args.mge_levels, growth=args.growth,
-            coarse_mode=args.coarse_mode, coarse_noise=args.coarse_noise, budget=args.budget, fused=args.fused,
+            coarse_mode=args.coarse_mode, coarse_noise=args.coarse_noise,
+            coarse_operator=args.coarse_operator, budget=args.budget, fused=args.fused,
             physics_generator=generator,
         )  # fmt: skip
         trainer.eval_seed = args.seed + 1  # evaluation noise, and evaluation masks from the generator's own stream

@@ -5,6 +5,7 @@ from __future__ import annotations
 from .cache import CoarsePhysicsCache, physics_fingerprint
 from .coarsen import (
     NOISE_MODES,
+    OPERATOR_MODES,
     NoCoarseRecipeError,
     coarsen_noise,
     coarsen_physics,
@@ -21,6 +22,7 @@ from .tomography import restrict_sinogram
 
 __all__ = [
     "NOISE_MODES",
+    "OPERATOR_MODES",
     "BlockMaskGenerator",
     "CoarsePhysicsCache",
     "LevelGaussianNoise",

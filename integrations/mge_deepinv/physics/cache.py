@@ -56,7 +56,7 @@ def physics_fingerprint(physics: dp.Physics) -> tuple[tuple, list[torch.Tensor]]
 
 
 class CoarsePhysicsCache:
-    """:func:`~mge_deepinv.coarsen_physics`, memoized per operator object, level and noise mode.
+    """:func:`~mge_deepinv.coarsen_physics`, memoized per operator object, level, noise and operator mode.
 
     Building a coarse operator can cost more than the network's pass at a coarse level (a
     ``Downsampling``'s coarse anti-alias filter is made by frequency sampling, and deepinv builds
@@ -73,15 +73,17 @@ class CoarsePhysicsCache:
         self._entries: dict[tuple, tuple] = {}
         self.hits = self.misses = 0
 
-    def __call__(self, physics: dp.Physics, level: int, noise: str = "keep", spatial_dims: int = 2) -> dp.Physics:
+    def __call__(
+        self, physics: dp.Physics, level: int, noise: str = "keep", spatial_dims: int = 2, operator: str = "restrict"
+    ) -> dp.Physics:
         """The operator at ``level`` (see :func:`~mge_deepinv.coarsen_physics`), built once while unchanged."""
-        key = (id(physics), level, noise, spatial_dims)
+        key = (id(physics), level, noise, spatial_dims, operator)
         fingerprint, tensors = physics_fingerprint(physics)
         entry = self._entries.get(key)
         if entry is not None and entry[0]() is physics and entry[1] == fingerprint:
             self.hits += 1
             return entry[2]
-        coarse = coarsen_physics(physics, level, noise=noise, spatial_dims=spatial_dims)
+        coarse = coarsen_physics(physics, level, noise=noise, operator=operator, spatial_dims=spatial_dims)
         if len(self._entries) >= self.capacity:
             self._entries.clear()
         self._entries[key] = (weakref.ref(physics), fingerprint, coarse, tensors)

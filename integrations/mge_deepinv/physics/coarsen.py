@@ -26,6 +26,16 @@ orthonormal), which is what the coarse operator gives for the restricted image
 (:mod:`.kspace`); for ``Tomography`` the sinogram averaged over each coarse detector bin and
 rescaled (:mod:`.tomography`).
 
+Operator scale: the recipes above are ``operator="restrict"``, the operator of the restricted
+image, so each coarse problem is the restriction of the fine one (a Gaussian blur of ``s`` fine
+pixels becomes one of about ``s / 2`` coarse pixels). ``operator="keep"`` keeps the operator's
+scale per pixel instead, as ``noise="keep"`` does for the noise: ``Blur`` and ``BlurFFT`` keep
+their filter and ``Downsampling`` its anti-alias filter and factor on every level, so the coarse
+stages of Full-Multiscale train the local inversion the fine stage needs, on coarser images.
+Operators without such a recipe (``Denoising``, ``Inpainting``, ``MRI``, ``Tomography``) are
+coarsened as with ``"restrict"``. Both are exact for MGE (each coarse level is posed the same way in
+the two terms that use it); they differ in what the coarse levels learn.
+
 Noise: ``GaussianNoise`` becomes :class:`LevelGaussianNoise` (drawn at the fine grid and
 restricted, so the levels stay coupled); ``PoissonNoise`` keeps or restricts its gain;
 ``ZeroNoise`` stays. ``noise="keep"`` keeps the fine noise level per pixel (the coarse stages of
@@ -51,6 +61,7 @@ from .noise import LevelGaussianNoise
 
 __all__ = [
     "NOISE_MODES",
+    "OPERATOR_MODES",
     "NoCoarseRecipeError",
     "coarsen_noise",
     "coarsen_physics",
@@ -61,33 +72,46 @@ __all__ = [
 ]
 
 NOISE_MODES = ("keep", "restrict")
+OPERATOR_MODES = ("restrict", "keep")
 
 P = TypeVar("P", bound=dp.Physics)
 Recipe = Callable[[dp.Physics, int, dp.NoiseModel], dp.Physics]
-_RECIPES: dict[type, Recipe] = {}
+_RECIPES: dict[str, dict[type, Recipe]] = {mode: {} for mode in OPERATOR_MODES}
 
 
 class NoCoarseRecipeError(TypeError):
     """Raised when no coarse version of a physics operator or noise model is known."""
 
 
-def register_coarsening(cls: type[P]) -> Callable[[Recipe], Recipe]:
+def _check_operator_mode(operator: str) -> None:
+    if operator not in OPERATOR_MODES:
+        raise ValueError(f"operator must be one of {OPERATOR_MODES}, got {operator!r}")
+
+
+def register_coarsening(cls: type[P], operator: str = "restrict") -> Callable[[Recipe], Recipe]:
     """Register ``recipe(physics, level, coarse_noise) -> physics`` for ``cls`` and subclasses.
 
     :param type cls: the physics class the recipe handles.
+    :param str operator: ``"restrict"`` (default) for the operator of the restricted image, or
+        ``"keep"`` for the operator at the fine pixel scale (used with ``operator="keep"``; classes
+        without one fall back to their ``"restrict"`` recipe).
     """
+    _check_operator_mode(operator)
 
     def decorator(recipe: Recipe) -> Recipe:
-        _RECIPES[cls] = recipe
+        _RECIPES[operator][cls] = recipe
         return recipe
 
     return decorator
 
 
-def _find_recipe(physics: dp.Physics) -> Recipe | None:
+def _find_recipe(physics: dp.Physics, operator: str = "restrict") -> Recipe | None:
+    """The most specific recipe for ``physics``; at equal specificity a ``"keep"`` one when asked for."""
+    modes = ("keep", "restrict") if operator == "keep" else ("restrict",)
     for cls in type(physics).__mro__:
-        if cls in _RECIPES:
-            return _RECIPES[cls]
+        for mode in modes:
+            if cls in _RECIPES[mode]:
+                return _RECIPES[mode][cls]
     return None
 
 
@@ -130,12 +154,16 @@ def _image_size(physics: dp.Physics, attribute: str, level: int) -> tuple[int, .
     return (size[0], *spatial)
 
 
-def coarsen_physics(physics: dp.Physics, level: int, *, noise: str = "keep", spatial_dims: int = 2) -> dp.Physics:
+def coarsen_physics(
+    physics: dp.Physics, level: int, *, noise: str = "keep", operator: str = "restrict", spatial_dims: int = 2
+) -> dp.Physics:
     """A new operator posing the problem of ``physics`` at ``level`` (0 = a coupled copy).
 
     :param deepinv.physics.Physics physics: the fine operator (left untouched).
     :param int level: target level.
     :param str noise: ``"keep"`` the per-pixel noise level (default) or ``"restrict"`` it.
+    :param str operator: ``"restrict"`` (default) the operator to the restricted image, or ``"keep"``
+        its scale per pixel (the same blur kernel or anti-alias filter on every level; see above).
     :param int spatial_dims: 2 or 3.
     :raises NoCoarseRecipeError: when the operator or its noise model has no recipe.
 
@@ -150,7 +178,8 @@ def coarsen_physics(physics: dp.Physics, level: int, *, noise: str = "keep", spa
         >>> round(float(coarse.noise_model.sigma), 4)
         0.05
     """
-    recipe = _find_recipe(physics)
+    _check_operator_mode(operator)
+    recipe = _find_recipe(physics, operator)
     if recipe is None:
         raise NoCoarseRecipeError(
             f"no coarse recipe for {type(physics).__name__}; use coarse_mode='restrict' (works for any operator) "
@@ -209,6 +238,40 @@ def _downsampling(physics: dp.Downsampling, level: int, noise_model: dp.NoiseMod
         img_size=img_size,
         filter=downsampling_filter(fine_filter, factor, level),
         factor=factor,
+        padding=physics.padding,
+        noise_model=noise_model,
+        device=_device(physics),
+    )
+
+
+@register_coarsening(dp.Blur, operator="keep")
+def _blur_kept(physics: dp.Blur, level: int, noise_model: dp.NoiseModel) -> dp.Physics:
+    return dp.Blur(
+        filter=physics.filter.clone(),
+        padding=physics.padding,
+        use_fft=physics.use_fft,
+        noise_model=noise_model,
+        device=_device(physics),
+    )
+
+
+@register_coarsening(dp.BlurFFT, operator="keep")
+def _blur_fft_kept(physics: dp.BlurFFT, level: int, noise_model: dp.NoiseModel) -> dp.Physics:
+    return dp.BlurFFT(
+        img_size=_image_size(physics, "img_size", level),
+        filter=physics.filter.clone(),
+        noise_model=noise_model,
+        device=_device(physics),
+    )
+
+
+@register_coarsening(dp.Downsampling, operator="keep")
+def _downsampling_kept(physics: dp.Downsampling, level: int, noise_model: dp.NoiseModel) -> dp.Physics:
+    img_size = None if physics.imsize is None else _image_size(physics, "imsize", level)
+    return dp.Downsampling(
+        img_size=img_size,
+        filter=None if physics.filter is None else physics.filter.clone(),
+        factor=int(physics.factor),
         padding=physics.padding,
         noise_model=noise_model,
         device=_device(physics),

@@ -13,7 +13,7 @@ from deepinv.loss import Loss, R2RLoss, SplittingLoss, SupLoss, SureGaussianLoss
 
 from mge_plugins import restrict
 
-from ..physics import NoCoarseRecipeError, restrict_measurement
+from ..physics import OPERATOR_MODES, NoCoarseRecipeError, restrict_measurement
 from ..physics.cache import CoarsePhysicsCache
 
 __all__ = ["COARSE_MODES", "LevelPoser", "check_losses", "copy_physics", "per_sample_losses", "slice_physics"]
@@ -129,15 +129,26 @@ class LevelPoser:
         known, restrict otherwise, with a one-time warning naming the operator).
     :param str coarse_noise: ``"keep"`` or ``"restrict"`` the noise level on coarse levels (physics mode).
     :param str restriction: restriction method.
+    :param str coarse_operator: ``"keep"`` the operator's scale per pixel on coarse levels (the same blur
+        kernel or anti-alias filter) or ``"restrict"`` it (physics mode; see :func:`~mge_deepinv.coarsen_physics`).
     """
 
-    def __init__(self, coarse_mode: str = "auto", coarse_noise: str = "keep", restriction: str = "area") -> None:
+    def __init__(
+        self,
+        coarse_mode: str = "auto",
+        coarse_noise: str = "keep",
+        restriction: str = "area",
+        coarse_operator: str = "restrict",
+    ) -> None:
         if coarse_mode not in COARSE_MODES:
             raise ValueError(f"coarse_mode must be one of {COARSE_MODES}, got {coarse_mode!r}")
         if coarse_noise not in COARSE_NOISE:
             raise ValueError(f"coarse_noise must be one of {COARSE_NOISE}, got {coarse_noise!r}")
+        if coarse_operator not in OPERATOR_MODES:
+            raise ValueError(f"coarse_operator must be one of {OPERATOR_MODES}, got {coarse_operator!r}")
         self.coarse_mode = coarse_mode
         self.coarse_noise = coarse_noise
+        self.coarse_operator = coarse_operator
         self.restriction = restriction
         self._warned: set[str] = set()
         self.coarsen = CoarsePhysicsCache()  # each step asks for the same coarse operators again
@@ -154,7 +165,9 @@ class LevelPoser:
         if self.coarse_mode == "physics":
             if not has_x:
                 raise ValueError("coarse_mode='physics' needs the ground truth x; use coarse_mode='restrict'")
-            self.coarsen(physics, 1, noise=self.coarse_noise)  # raises NoCoarseRecipeError
+            self.coarsen(
+                physics, 1, noise=self.coarse_noise, operator=self.coarse_operator
+            )  # raises NoCoarseRecipeError
             return "physics"
         if not has_x or not online:
             if self._has_recipe(physics):
@@ -168,7 +181,7 @@ class LevelPoser:
                 )
             return "restrict"
         try:
-            self.coarsen(physics, 1, noise=self.coarse_noise)
+            self.coarsen(physics, 1, noise=self.coarse_noise, operator=self.coarse_operator)
         except NoCoarseRecipeError as error:
             self._warn_once(
                 type(physics).__name__,
@@ -180,7 +193,7 @@ class LevelPoser:
 
     def _has_recipe(self, physics: dp.Physics) -> bool:
         try:
-            self.coarsen(physics, 1, noise=self.coarse_noise)
+            self.coarsen(physics, 1, noise=self.coarse_noise, operator=self.coarse_operator)
         except NoCoarseRecipeError:
             return False
         except Exception:  # an operator that cannot be coarsened for another reason: no recipe to speak of
@@ -198,7 +211,7 @@ class LevelPoser:
         """Pose one per-term batch at ``level``."""
         x_k = restrict(x, level, self.restriction) if x is not None else None
         if mode == "physics":
-            physics_k = self.coarsen(physics, level, noise=self.coarse_noise)
+            physics_k = self.coarsen(physics, level, noise=self.coarse_noise, operator=self.coarse_operator)
             return PosedSample(x_k, physics_k(x_k), physics_k)
         if level == 0:
             return PosedSample(x, y, physics)

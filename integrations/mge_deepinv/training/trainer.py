@@ -94,6 +94,11 @@ class MultiscaleTrainer(Trainer):
         ``"physics"`` (raise if no recipe) or ``"restrict"``.
     :param str coarse_noise: ``"keep"`` (default) the per-pixel noise level on coarse levels, so
         coarse stages train the fine task, or ``"restrict"`` it (``sigma / 2`` per level in 2D).
+    :param str coarse_operator: ``"restrict"`` (default) the operator to the restricted image on
+        coarse levels (a blur of ``s`` fine pixels becomes one of about ``s / 2`` coarse pixels), or
+        ``"keep"`` its scale per pixel: ``Blur``, ``BlurFFT`` and ``Downsampling`` keep their kernel
+        on every level, so coarse stages train the fine task's local inversion (others are coarsened
+        as with ``"restrict"``; see :func:`mge_deepinv.coarsen_physics`).
     :param int, list[int], None iterations: Full-Multiscale steps: total (split by halving per
         finer stage) or per stage; ``None`` = every iteration of the run.
     :param int, None mge_levels: cap on MGE levels inside Full-Multiscale stages.
@@ -141,6 +146,7 @@ class MultiscaleTrainer(Trainer):
     restriction: str = "auto"
     coarse_mode: str = "auto"
     coarse_noise: str = "keep"
+    coarse_operator: str = "restrict"
     iterations: int | Sequence[int] | None = None
     mge_levels: int | None = None
     size_multiple: int | None = None
@@ -159,7 +165,7 @@ class MultiscaleTrainer(Trainer):
             self.restriction = auto_restriction(self.physics, self.levels)
         validate_host_options(self)
         super().__post_init__()
-        self.poser = LevelPoser(self.coarse_mode, self.coarse_noise, self.restriction)
+        self.poser = LevelPoser(self.coarse_mode, self.coarse_noise, self.restriction, self.coarse_operator)
         self.multiscale: MultiscaleStep | None = None
         self.cost = CostMeter()
         self._train_ite = 0
