@@ -11,6 +11,9 @@ figures come from ``docs/figures/mge_train.json``, which this script writes from
     python scripts/refresh_readme.py results/readme
     for t in denoise deblur inpaint sr; do mge-train $t --budget 0.35 --out results/budget; done
     python scripts/refresh_readme.py results/budget --name budget
+
+``--update`` replaces only the tasks found under the folder and keeps the others' figures
+(the folder of each updated task is recorded under ``"updated"``).
 """
 
 from __future__ import annotations
@@ -84,9 +87,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", type=Path, help="the --out folder of the mge-train runs")
     parser.add_argument("--name", default="table", help="which README table (default: %(default)s)")
+    parser.add_argument("--update", action="store_true", help="keep the tasks not found under the folder")
     args = parser.parse_args()
     data = collect(args.folder)
     path = json_path(args.name)
+    if args.update and path.exists():
+        kept = json.loads(path.read_text())
+        if not data["tasks"]:
+            raise SystemExit(f"no summary.csv of any task under {args.folder}")
+        kept.setdefault("updated", {}).update({task: str(args.folder) for task in data["tasks"]})
+        kept["tasks"].update(data["tasks"])
+        data = kept
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=1) + "\n")
     replace_block(ROOT / "README.md", "mge-train", args.name, table(data))

@@ -26,8 +26,8 @@ LevelLossFn = Callable[[torch.Tensor, int], torch.Tensor]
 def level_loss_for(model: torch.nn.Module, physics: dinv.physics.Physics, restriction: str = "area") -> LevelLossFn:
     """``level_loss(x, level)``: the supervised MSE of ``x`` posed at ``level`` with the level's own operator.
 
-    The same posing as ``MultiscaleTrainer`` in physics mode (restrict ``x``, apply the coarse operator,
-    keep the per-pixel noise level).
+    The same posing as ``MultiscaleTrainer`` in physics mode at its defaults (restrict ``x``, apply the
+    coarse operator, keep the per-pixel noise level and the operator's kernel).
 
     Args:
         model: called as ``model(y, physics)``.

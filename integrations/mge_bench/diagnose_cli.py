@@ -125,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bundled.add_argument(
         "--coarse-operator",
-        default="restrict",
+        default="keep",
         choices=("keep", "restrict"),
         help="blur kernel and anti-alias filter on coarse levels: restricted with the image, or kept per pixel",
     )

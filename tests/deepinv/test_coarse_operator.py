@@ -8,7 +8,13 @@ import torch
 dinv = pytest.importorskip("deepinv")
 
 from deepinv.physics.functional.blur import gaussian_blur  # noqa: E402
-from mge_deepinv import LevelPoser, MultiscaleTrainer, coarsen_physics, register_coarsening  # noqa: E402
+from mge_deepinv import (  # noqa: E402
+    BlockMaskGenerator,
+    LevelPoser,
+    MultiscaleTrainer,
+    coarsen_physics,
+    register_coarsening,
+)
 from mge_deepinv.physics import CoarsePhysicsCache  # noqa: E402
 
 from mge_plugins import restrict  # noqa: E402
@@ -39,21 +45,34 @@ def test_kept_operator_is_the_fine_operator_on_the_coarse_grid(make) -> None:
     assert float((restricted.A(z) - kept.A(z)).norm() / kept.A(z).norm()) > 0.02
 
 
-@pytest.mark.parametrize(
-    "fine",
-    [
-        dinv.physics.Denoising(dinv.physics.GaussianNoise(0.1)),
-        dinv.physics.Inpainting(img_size=(1, 32, 32), mask=0.7),
-    ],
-    ids=["denoising", "inpainting"],
-)
-def test_operators_without_a_kept_recipe_are_restricted(fine) -> None:
+def test_operators_without_a_kept_recipe_are_restricted() -> None:
+    fine = dinv.physics.Denoising(dinv.physics.GaussianNoise(0.1))
     x = torch.rand(2, 1, 32, 32)
     torch.manual_seed(0)
     kept = coarsen_physics(fine, 1, operator="keep").A(restrict(x, 1))
     torch.manual_seed(0)
     restricted = coarsen_physics(fine, 1).A(restrict(x, 1))
     assert torch.equal(kept, restricted)
+
+
+def _constant_on_blocks(mask: torch.Tensor, block: int) -> bool:
+    h, w = mask.shape[-2:]
+    tiles = mask.reshape(*mask.shape[:-2], h // block, block, w // block, block)
+    return torch.equal(tiles, tiles[..., :1, :, :1].expand_as(tiles))
+
+
+def test_kept_inpainting_masks_keep_their_block_size_per_pixel() -> None:
+    # Per-sample masks of 8 px blocks: the kept level-1 mask is a 32 px window of each (8 px blocks,
+    # still 0/1), where the restricted one has 4 px blocks.
+    generator = BlockMaskGenerator((1, 64, 64), split_ratio=0.7, block=8, rng=torch.Generator().manual_seed(0))
+    masks = generator.step(3)["mask"]
+    fine = dinv.physics.Inpainting(img_size=(1, 64, 64), mask=masks)
+    kept, restricted = coarsen_physics(fine, 1, operator="keep"), coarsen_physics(fine, 1)
+    assert torch.equal(kept.mask, masks[..., :32, :32])
+    assert _constant_on_blocks(kept.mask, 8) and not _constant_on_blocks(restricted.mask, 8)
+    assert _constant_on_blocks(restricted.mask, 4)
+    x = torch.rand(3, 1, 32, 32)
+    assert torch.equal(kept.A(x), x * masks[..., :32, :32])
 
 
 def test_the_fine_kernel_is_copied_not_shared() -> None:
@@ -101,13 +120,13 @@ def test_the_trainer_poses_coarse_levels_with_the_kept_kernel() -> None:
     model = dinv.models.DnCNN(1, 1, depth=2, nf=4, pretrained=None)
     fine = _blur()
     loader = torch.utils.data.DataLoader(torch.rand(4, 1, 16, 16), batch_size=4)
-    for mode in ("keep", "restrict"):
+    for mode in ("keep", "restrict", None):  # None: the default, which keeps the kernel
         trainer = MultiscaleTrainer(
             model=model, physics=fine, optimizer=torch.optim.Adam(model.parameters()), train_dataloader=loader,
             epochs=1, online_measurements=True, save_path=None, verbose=False, show_progress_bar=False,
-            non_blocking_transfers=False, coarse_operator=mode,
+            non_blocking_transfers=False, **({} if mode is None else {"coarse_operator": mode}),
         )  # fmt: skip
         x = torch.rand(2, 1, 16, 16)
         posed = trainer.poser.pose(x, fine.A(x), fine, 1, "physics")
-        assert torch.equal(posed.physics.filter, fine.filter) == (mode == "keep")
+        assert torch.equal(posed.physics.filter, fine.filter) == (mode != "restrict")
         torch.testing.assert_close(posed.y, posed.physics.A(restrict(x, 1)))

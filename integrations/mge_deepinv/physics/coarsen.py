@@ -30,10 +30,11 @@ Operator scale: the recipes above are ``operator="restrict"``, the operator of t
 image, so each coarse problem is the restriction of the fine one (a Gaussian blur of ``s`` fine
 pixels becomes one of about ``s / 2`` coarse pixels). ``operator="keep"`` keeps the operator's
 scale per pixel instead, as ``noise="keep"`` does for the noise: ``Blur`` and ``BlurFFT`` keep
-their filter and ``Downsampling`` its anti-alias filter and factor on every level, so the coarse
-stages of Full-Multiscale train the local inversion the fine stage needs, on coarser images.
-Operators without such a recipe (``Denoising``, ``Inpainting``, ``MRI``, ``Tomography``) are
-coarsened as with ``"restrict"``. Both are exact for MGE (each coarse level is posed the same way in
+their filter and ``Downsampling`` its anti-alias filter and factor on every level, and
+``Inpainting`` takes a window of the level's size from the fine mask (the same holes per pixel:
+block size and density), so the coarse stages of Full-Multiscale train the local inversion the
+fine stage needs, on coarser images. Operators without such a recipe (``Denoising``, ``MRI``,
+``Tomography``) are coarsened as with ``"restrict"``. Both are exact for MGE (each coarse level is posed the same way in
 the two terms that use it); they differ in what the coarse levels learn.
 
 Noise: ``GaussianNoise`` becomes :class:`LevelGaussianNoise` (drawn at the fine grid and
@@ -163,7 +164,7 @@ def coarsen_physics(
     :param int level: target level.
     :param str noise: ``"keep"`` the per-pixel noise level (default) or ``"restrict"`` it.
     :param str operator: ``"restrict"`` (default) the operator to the restricted image, or ``"keep"``
-        its scale per pixel (the same blur kernel or anti-alias filter on every level; see above).
+        its scale per pixel (the same blur kernel, anti-alias filter or mask holes on every level; see above).
     :param int spatial_dims: 2 or 3.
     :raises NoCoarseRecipeError: when the operator or its noise model has no recipe.
 
@@ -263,6 +264,17 @@ def _blur_fft_kept(physics: dp.BlurFFT, level: int, noise_model: dp.NoiseModel) 
         noise_model=noise_model,
         device=_device(physics),
     )
+
+
+@register_coarsening(dp.Inpainting, operator="keep")
+def _inpainting_kept(physics: dp.Inpainting, level: int, noise_model: dp.NoiseModel) -> dp.Physics:
+    # A window of the level's size from the fine mask: the same holes per pixel (block size and density).
+    mask = physics.mask
+    if mask.dim() == len(physics.img_size):
+        mask = mask[None]
+    img_size = _image_size(physics, "img_size", level)
+    window = mask[(..., *(slice(0, s) for s in img_size[1:]))]
+    return dp.Inpainting(img_size=img_size, mask=window.clone(), noise_model=noise_model, device=_device(physics))
 
 
 @register_coarsening(dp.Downsampling, operator="keep")

@@ -129,8 +129,9 @@ class LevelPoser:
         known, restrict otherwise, with a one-time warning naming the operator).
     :param str coarse_noise: ``"keep"`` or ``"restrict"`` the noise level on coarse levels (physics mode).
     :param str restriction: restriction method.
-    :param str coarse_operator: ``"keep"`` the operator's scale per pixel on coarse levels (the same blur
-        kernel or anti-alias filter) or ``"restrict"`` it (physics mode; see :func:`~mge_deepinv.coarsen_physics`).
+    :param str coarse_operator: ``"keep"`` (default) the operator's scale per pixel on coarse levels (the
+        same blur kernel, anti-alias filter or mask holes) or ``"restrict"`` it (physics mode; see
+        :func:`~mge_deepinv.coarsen_physics`).
     """
 
     def __init__(
@@ -138,7 +139,7 @@ class LevelPoser:
         coarse_mode: str = "auto",
         coarse_noise: str = "keep",
         restriction: str = "area",
-        coarse_operator: str = "restrict",
+        coarse_operator: str = "keep",
     ) -> None:
         if coarse_mode not in COARSE_MODES:
             raise ValueError(f"coarse_mode must be one of {COARSE_MODES}, got {coarse_mode!r}")

@@ -94,11 +94,13 @@ class MultiscaleTrainer(Trainer):
         ``"physics"`` (raise if no recipe) or ``"restrict"``.
     :param str coarse_noise: ``"keep"`` (default) the per-pixel noise level on coarse levels, so
         coarse stages train the fine task, or ``"restrict"`` it (``sigma / 2`` per level in 2D).
-    :param str coarse_operator: ``"restrict"`` (default) the operator to the restricted image on
-        coarse levels (a blur of ``s`` fine pixels becomes one of about ``s / 2`` coarse pixels), or
-        ``"keep"`` its scale per pixel: ``Blur``, ``BlurFFT`` and ``Downsampling`` keep their kernel
-        on every level, so coarse stages train the fine task's local inversion (others are coarsened
-        as with ``"restrict"``; see :func:`mge_deepinv.coarsen_physics`).
+    :param str coarse_operator: ``"keep"`` (default) the operator's scale per pixel on coarse
+        levels: ``Blur``, ``BlurFFT`` and ``Downsampling`` keep their kernel on every level and
+        ``Inpainting`` its holes' size (a window of the fine mask), so coarse stages train the fine
+        task's local inversion, as ``coarse_noise="keep"`` does for the noise; or ``"restrict"`` it
+        to the restricted image (a blur of ``s`` fine pixels becomes one of about ``s / 2`` coarse
+        pixels, an 8 px hole a 4 px one). Other operators are coarsened the same way by both, and
+        measurements given offline are always restricted (see :func:`mge_deepinv.coarsen_physics`).
     :param int, list[int], None iterations: Full-Multiscale steps: total (split by halving per
         finer stage) or per stage; ``None`` = every iteration of the run.
     :param int, None mge_levels: cap on MGE levels inside Full-Multiscale stages.
@@ -146,7 +148,7 @@ class MultiscaleTrainer(Trainer):
     restriction: str = "auto"
     coarse_mode: str = "auto"
     coarse_noise: str = "keep"
-    coarse_operator: str = "restrict"
+    coarse_operator: str = "keep"
     iterations: int | Sequence[int] | None = None
     mge_levels: int | None = None
     size_multiple: int | None = None
