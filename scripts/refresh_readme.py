@@ -13,7 +13,12 @@ figures come from ``docs/figures/mge_train.json``, which this script writes from
     python scripts/refresh_readme.py results/budget --name budget
 
 ``--update`` replaces only the tasks found under the folder and keeps the others' figures
-(the folder of each updated task is recorded under ``"updated"``).
+(the folder of each updated task is recorded under ``"updated"``). ``--operator-table FILE``
+writes the comparison of the two coarse operators into FILE's ``operator`` block, from the
+tables' figures and those kept from the restricted-operator runs
+(``docs/figures/mge_train*_restricted_operator.json``).
+
+    python scripts/refresh_readme.py --operator-table BENCHMARKS.md
 """
 
 from __future__ import annotations
@@ -82,13 +87,51 @@ def table(data: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+OPERATOR_TASKS = ("deblur", "inpaint", "sr")
+
+
+def _rows(data: dict[str, Any], task: str) -> dict[str, dict[str, str]]:
+    return {row["strategy"]: row for row in data["tasks"].get(task, [])}
+
+
+def operator_table() -> str:
+    """Full-Multiscale with the coarse operator restricted and kept, against single-scale, per task and budget."""
+    lines = [
+        "| task | budget | single-scale (dB) | restricted operator (dB) | kept operator (dB) "
+        "| kept − single (dB) | FLOP saving |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, budget in (("table", "steps"), ("budget", "0.35")):
+        kept_path = json_path(name)
+        kept = json.loads(kept_path.read_text())
+        restricted = json.loads(kept_path.with_name(f"{kept_path.stem}_restricted_operator.json").read_text())
+        for task in OPERATOR_TASKS:
+            new, old = _rows(kept, task), _rows(restricted, task)
+            single, fms, before = (
+                float(r["psnr"]) for r in (new["single"], new["full-multiscale"], old["full-multiscale"])
+            )
+            saving = float(new["full-multiscale"]["flop_saving"])
+            lines.append(
+                f"| {task} | {budget} | {single:.2f} | {before:.2f} | {fms:.2f} | {fms - single:+.2f} | {saving:.2f}× |"
+            )
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     """Collect the summaries into the JSON and rewrite the README table."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("folder", type=Path, help="the --out folder of the mge-train runs")
+    parser.add_argument("folder", type=Path, nargs="?", help="the --out folder of the mge-train runs")
     parser.add_argument("--name", default="table", help="which README table (default: %(default)s)")
     parser.add_argument("--update", action="store_true", help="keep the tasks not found under the folder")
+    parser.add_argument("--operator-table", type=Path, metavar="FILE", help="write the coarse-operator comparison")
     args = parser.parse_args()
+    if args.operator_table is not None:
+        text = operator_table()
+        replace_block(args.operator_table, "mge-train-operator", None, text)
+        print(text, end="")
+        return
+    if args.folder is None:
+        parser.error("give the folder of the runs, or --operator-table FILE")
     data = collect(args.folder)
     path = json_path(args.name)
     if args.update and path.exists():

@@ -168,3 +168,13 @@ def test_seconds_to_target_are_interpolated_between_quiet_runs_and_loaded_ones_a
     times = "\N{MULTIPLICATION SIGN}"
     assert f"| ffms | 7.5 | 13.33{times} |" in text  # 29.9 dB is half way from 29.8 (5 s) to 30.0 (10 s)
     assert f"| single | 100.0 | 1.00{times} |" in text and "| pr |" not in text.split("Seconds to reach")[1]
+
+
+def test_the_coarse_operator_block_is_what_the_committed_runs_give() -> None:
+    spec = importlib.util.spec_from_file_location("refresh_readme", ROOT / "scripts" / "refresh_readme.py")
+    module = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    spec.loader.exec_module(module)
+    document = (ROOT / "BENCHMARKS.md").read_text()
+    block = document.split("<!-- mge-train-operator -->\n", 1)[1].split("<!-- /mge-train-operator -->", 1)[0]
+    assert block == module.operator_table(), "stale: python scripts/refresh_readme.py --operator-table BENCHMARKS.md"
