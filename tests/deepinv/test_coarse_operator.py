@@ -130,3 +130,16 @@ def test_the_trainer_poses_coarse_levels_with_the_kept_kernel() -> None:
         posed = trainer.poser.pose(x, fine.A(x), fine, 1, "physics")
         assert torch.equal(posed.physics.filter, fine.filter) == (mode != "restrict")
         torch.testing.assert_close(posed.y, posed.physics.A(restrict(x, 1)))
+
+
+def test_a_kept_kernel_larger_than_the_level_names_the_fix() -> None:
+    psf = torch.zeros(1, 1, 31, 31)
+    psf[..., 15, :] = 1 / 31
+    fine = dinv.physics.Blur(psf, padding="valid")
+    x = torch.rand(1, 1, 64, 64)
+    poser = LevelPoser("physics")
+    with pytest.raises(
+        ValueError, match=r"coarse_operator='keep' poses level 2 \(16x16 px\) .* use coarse_operator='restrict'"
+    ):
+        poser.pose(x, None, fine, 2, "physics")
+    assert LevelPoser("physics", coarse_operator="restrict").pose(x, None, fine, 2, "physics").y.shape[-1] > 0

@@ -213,7 +213,18 @@ class LevelPoser:
         x_k = restrict(x, level, self.restriction) if x is not None else None
         if mode == "physics":
             physics_k = self.coarsen(physics, level, noise=self.coarse_noise, operator=self.coarse_operator)
-            return PosedSample(x_k, physics_k(x_k), physics_k)
+            try:
+                y_k = physics_k(x_k)
+            except RuntimeError as error:  # e.g. a kept kernel larger than the level's image
+                if self.coarse_operator != "keep" or level == 0:
+                    raise
+                first = str(error).splitlines()[0]
+                raise ValueError(
+                    f"coarse_operator='keep' poses level {level} ({'x'.join(map(str, x_k.shape[2:]))} px) with the fine "
+                    f"{type(physics).__name__}'s kernel, which fails there ({first}); use coarse_operator='restrict', "
+                    "fewer levels or larger crops"
+                ) from error
+            return PosedSample(x_k, y_k, physics_k)
         if level == 0:
             return PosedSample(x, y, physics)
         y_k = restrict_measurement(physics, y, level, self.restriction)
