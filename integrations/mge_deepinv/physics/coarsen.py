@@ -34,8 +34,8 @@ their filter and ``Downsampling`` its anti-alias filter and factor on every leve
 ``Inpainting`` takes a window of the level's size from the fine mask (the same holes per pixel:
 block size and density), so the coarse stages of Full-Multiscale train the local inversion the
 fine stage needs, on coarser images. Operators without such a recipe (``Denoising``, ``MRI``,
-``Tomography``) are coarsened as with ``"restrict"``. Both are exact for MGE (each coarse level is posed the same way in
-the two terms that use it); they differ in what the coarse levels learn.
+``Tomography``) are coarsened as with ``"restrict"``. Both are exact for MGE (each coarse level
+is posed the same way in the two terms that use it); they differ in what the coarse levels learn.
 
 Noise: ``GaussianNoise`` becomes :class:`LevelGaussianNoise` (drawn at the fine grid and
 restricted, so the levels stay coupled); ``PoissonNoise`` keeps or restricts its gain;
