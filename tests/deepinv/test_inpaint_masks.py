@@ -45,7 +45,14 @@ def test_block_sizes_that_do_not_divide_the_image_are_refused_with_the_fix() -> 
         BlockMaskGenerator((1, 36, 36), split_ratio=0.7)
 
 
-def inpainting_trainer(*, generator_seed: int = 0, eval_seed: int | None = None, epochs: int = 1, evaluate=False):
+def inpainting_trainer(
+    *,
+    generator_seed: int = 0,
+    eval_seed: int | None = None,
+    epochs: int = 1,
+    evaluate=False,
+    coarse_operator: str = "keep",
+):
     torch.manual_seed(0)
     physics = TASKS["inpaint"].physics(32, 1, "cpu")
     generator = TASKS["inpaint"].generator(32, 1, "cpu", generator_seed)
@@ -60,6 +67,7 @@ def inpainting_trainer(*, generator_seed: int = 0, eval_seed: int | None = None,
             train_dataloader=loader, eval_dataloader=eval_loader if evaluate else None, epochs=epochs,
             online_measurements=True, save_path=None, verbose=False, show_progress_bar=False, device="cpu",
             metrics=dinv.metric.PSNR(), strategy="mge", levels=2, eval_seed=eval_seed,
+            coarse_operator=coarse_operator,
         )  # fmt: skip
 
 
@@ -78,8 +86,11 @@ def record_draws(trainer: MultiscaleTrainer) -> list[tuple[bool, torch.Tensor]]:
     return draws
 
 
-def test_every_term_gets_its_samples_masks_and_each_coarse_mask_is_their_restriction() -> None:
-    trainer = inpainting_trainer()
+@pytest.mark.parametrize("coarse_operator", ["keep", "restrict"])
+def test_every_term_gets_its_samples_masks_and_each_coarse_mask_is_their_restriction(coarse_operator: str) -> None:
+    # Kept (the default): each sample's mask windowed to the level's size, its 8 px holes kept; restricted:
+    # each sample's mask restricted, exact for 8x8 blocks (4 px holes at level 1).
+    trainer = inpainting_trainer(coarse_operator=coarse_operator)
     draws = record_draws(trainer)
     posed: list[tuple[torch.Tensor, int, torch.Tensor]] = []
     pose = trainer.poser.pose
@@ -100,7 +111,9 @@ def test_every_term_gets_its_samples_masks_and_each_coarse_mask_is_their_restric
     assert [(m.shape[0], level) for m, level, _ in step_poses] == [(4, 0), (4, 1), (8, 1), (8, 2), (16, 2)]
     for fine, level, coarse in step_poses:
         assert torch.equal(fine, last[: fine.shape[0]])  # the term's own samples' masks (nested terms)
-        assert torch.equal(coarse, restrict(fine, level))  # each sample's mask restricted, exact for 8x8 blocks
+        side = fine.shape[-1] // 2**level
+        expected = fine[..., :side, :side] if coarse_operator == "keep" else restrict(fine, level)
+        assert torch.equal(coarse, expected)
         assert set(coarse.unique().tolist()) <= {0.0, 1.0}
 
 

@@ -218,9 +218,9 @@ class LevelPoser:
             except RuntimeError as error:  # e.g. a kept kernel larger than the level's image
                 if self.coarse_operator != "keep" or level == 0:
                     raise
-                first = str(error).splitlines()[0]
+                first, side = str(error).splitlines()[0], "x".join(map(str, x_k.shape[2:]))
                 raise ValueError(
-                    f"coarse_operator='keep' poses level {level} ({'x'.join(map(str, x_k.shape[2:]))} px) with the fine "
+                    f"coarse_operator='keep' poses level {level} ({side} px) with the fine "
                     f"{type(physics).__name__}'s kernel, which fails there ({first}); use coarse_operator='restrict', "
                     "fewer levels or larger crops"
                 ) from error
