@@ -42,11 +42,20 @@ def _task(result: dict[str, Any]) -> str:
 
 def _key(result: dict[str, Any]) -> tuple[str, ...]:
     return (_task(result), _network(result), _option(result, "--restriction", "area"),
-            _option(result, "--coarse-noise", "keep"))  # fmt: skip
+            _option(result, "--coarse-noise", "keep"),
+            _option(result, "--coarse-operator", "restrict"))  # fmt: skip
 
 
-def row(result: dict[str, Any]) -> str:
-    """One table row from a diagnose result."""
+def _names_operator(results: list[dict[str, Any]]) -> bool:
+    """Whether the table gets a coarse-operator column: some result was run with ``--coarse-operator``.
+
+    Results without the flag predate it, when the coarse operator was always restricted.
+    """
+    return any("--coarse-operator" in r["command"].split() for r in results)
+
+
+def row(result: dict[str, Any], operator: bool = False) -> str:
+    """One table row from a diagnose result (with its coarse operator when ``operator``)."""
     mge = [c for c in result["candidates"] if c["levels"] > 0]
     best = min(mge, key=lambda c: c["variance_ratio"]) if mge else None
     level0 = result["per_level"][0]
@@ -57,18 +66,21 @@ def row(result: dict[str, Any]) -> str:
     adaptive = f"K = {chosen['levels']}, {chosen['batch_sizes']}, {chosen['variance_ratio']:.2f}×"
     relative_text = f"{relative:.2f}" if relative is not None else "—"
     norm_text = f"{level0['relative_difference']:.2f}" if level0["relative_difference"] is not None else "—"
-    task, network, restriction, noise = _key(result)
-    return f"| {task} | {network} | {restriction} | {noise} | {ratio} | {relative_text} | {norm_text} | {adaptive} |"
+    task, network, restriction, noise, coarse_operator = _key(result)
+    settings = f"{restriction} | {noise} | {coarse_operator}" if operator else f"{restriction} | {noise}"
+    return f"| {task} | {network} | {settings} | {ratio} | {relative_text} | {norm_text} | {adaptive} |"
 
 
 def table(results: list[dict[str, Any]]) -> str:
     """The Markdown table, sorted by task and network."""
+    operator = _names_operator(results)
+    extra, rule = (" coarse operator |", "---|") if operator else ("", "")
     lines = [
-        "| task | network | restriction | coarse noise | best MGE allocation, variance × cost vs SGD (80 % of "
-        "resamples) | V(∇ℓ₀ − ∇ℓ₁) / V(∇ℓ₀) | ‖∇ℓ₀ − ∇ℓ₁‖ / ‖∇ℓ₀‖ | adaptive choice |",
-        "|---|---|---|---|---:|---:|---:|---|",
+        f"| task | network | restriction | coarse noise |{extra} best MGE allocation, variance × cost vs SGD (80 % "
+        "of resamples) | V(∇ℓ₀ − ∇ℓ₁) / V(∇ℓ₀) | ‖∇ℓ₀ − ∇ℓ₁‖ / ‖∇ℓ₀‖ | adaptive choice |",
+        f"|---|---|---|---|{rule}---:|---:|---:|---|",
     ]
-    lines += [row(r) for r in sorted(results, key=_key)]
+    lines += [row(r, operator) for r in sorted(results, key=_key)]
     return "\n".join(lines) + "\n"
 
 

@@ -94,7 +94,8 @@ def test_the_diagnose_blocks_equal_their_saved_results() -> None:
     blocks = re.findall(r"<!-- diagnose:(\w+) -->\n(.*?)<!-- /diagnose:\1 -->", (ROOT / "BENCHMARKS.md").read_text(),
                         flags=re.S)  # fmt: skip
     folders = {"diagnose": ROOT / "docs" / "diagnose"}
-    folders.update({name: ROOT / "docs" / "diagnose" / name for name in ("grid", "grid_meshfree", "initial")})
+    subfolders = ("grid", "grid_meshfree", "initial", "operator")
+    folders.update({name: ROOT / "docs" / "diagnose" / name for name in subfolders})
     assert {name for name, _ in blocks} <= set(folders) and "diagnose" in dict(blocks)
     for name, text in blocks:
         results = [json.loads(p.read_text()) for p in sorted(folders[name].glob("*.json"))]
