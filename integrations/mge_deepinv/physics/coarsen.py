@@ -194,10 +194,13 @@ def _denoising(physics: dp.Denoising, level: int, noise_model: dp.NoiseModel) ->
     return dp.Denoising(noise_model=noise_model, device=_device(physics))
 
 
-@register_coarsening(dp.Blur)
-def _blur(physics: dp.Blur, level: int, noise_model: dp.NoiseModel) -> dp.Physics:
+# One builder per operator: the level's operator around a given kernel or mask. The two recipes of
+# each differ only in that kernel or mask: restricted with the image, or kept per pixel.
+
+
+def _blur_with(physics: dp.Blur, kernel: torch.Tensor, noise_model: dp.NoiseModel) -> dp.Physics:
     return dp.Blur(
-        filter=coarsen_filter(physics.filter, level),
+        filter=kernel,
         padding=physics.padding,
         use_fft=physics.use_fft,
         noise_model=noise_model,
@@ -205,24 +208,72 @@ def _blur(physics: dp.Blur, level: int, noise_model: dp.NoiseModel) -> dp.Physic
     )
 
 
+@register_coarsening(dp.Blur)
+def _blur(physics: dp.Blur, level: int, noise_model: dp.NoiseModel) -> dp.Physics:
+    return _blur_with(physics, coarsen_filter(physics.filter, level), noise_model)
+
+
+@register_coarsening(dp.Blur, operator="keep")
+def _blur_kept(physics: dp.Blur, level: int, noise_model: dp.NoiseModel) -> dp.Physics:
+    return _blur_with(physics, physics.filter.clone(), noise_model)
+
+
+def _blur_fft_with(physics: dp.BlurFFT, level: int, kernel: torch.Tensor, noise_model: dp.NoiseModel) -> dp.Physics:
+    img_size = _image_size(physics, "img_size", level)
+    return dp.BlurFFT(img_size=img_size, filter=kernel, noise_model=noise_model, device=_device(physics))
+
+
 @register_coarsening(dp.BlurFFT)
 def _blur_fft(physics: dp.BlurFFT, level: int, noise_model: dp.NoiseModel) -> dp.Physics:
-    return dp.BlurFFT(
-        img_size=_image_size(physics, "img_size", level),
-        filter=coarsen_filter(physics.filter, level),
-        noise_model=noise_model,
-        device=_device(physics),
+    return _blur_fft_with(physics, level, coarsen_filter(physics.filter, level), noise_model)
+
+
+@register_coarsening(dp.BlurFFT, operator="keep")
+def _blur_fft_kept(physics: dp.BlurFFT, level: int, noise_model: dp.NoiseModel) -> dp.Physics:
+    return _blur_fft_with(physics, level, physics.filter.clone(), noise_model)
+
+
+def _inpainting_with(
+    physics: dp.Inpainting,
+    level: int,
+    coarse_mask: Callable[[torch.Tensor, tuple[int, ...]], torch.Tensor],
+    noise_model: dp.NoiseModel,
+) -> dp.Physics:
+    mask = physics.mask
+    if mask.dim() == len(physics.img_size):
+        mask = mask[None]
+    img_size = _image_size(physics, "img_size", level)
+    return dp.Inpainting(
+        img_size=img_size, mask=coarse_mask(mask, img_size), noise_model=noise_model, device=_device(physics)
     )
 
 
 @register_coarsening(dp.Inpainting)
 def _inpainting(physics: dp.Inpainting, level: int, noise_model: dp.NoiseModel) -> dp.Physics:
-    mask = physics.mask
-    if mask.dim() == len(physics.img_size):
-        mask = mask[None]
-    return dp.Inpainting(
-        img_size=_image_size(physics, "img_size", level),
-        mask=restrict(mask.to(torch.get_default_dtype()), level),
+    # The fraction of each coarse pixel observed.
+    return _inpainting_with(
+        physics, level, lambda mask, _: restrict(mask.to(torch.get_default_dtype()), level), noise_model
+    )
+
+
+@register_coarsening(dp.Inpainting, operator="keep")
+def _inpainting_kept(physics: dp.Inpainting, level: int, noise_model: dp.NoiseModel) -> dp.Physics:
+    # A window of the level's size from the fine mask: the same holes per pixel (block size and density).
+    def window(mask: torch.Tensor, img_size: tuple[int, ...]) -> torch.Tensor:
+        return mask[(..., *(slice(0, side) for side in img_size[1:]))].clone()
+
+    return _inpainting_with(physics, level, window, noise_model)
+
+
+def _downsampling_with(
+    physics: dp.Downsampling, level: int, kernel: torch.Tensor | None, noise_model: dp.NoiseModel
+) -> dp.Physics:
+    img_size = None if physics.imsize is None else _image_size(physics, "imsize", level)
+    return dp.Downsampling(
+        img_size=img_size,
+        filter=kernel,
+        factor=int(physics.factor),
+        padding=physics.padding,
         noise_model=noise_model,
         device=_device(physics),
     )
@@ -230,64 +281,16 @@ def _inpainting(physics: dp.Inpainting, level: int, noise_model: dp.NoiseModel) 
 
 @register_coarsening(dp.Downsampling)
 def _downsampling(physics: dp.Downsampling, level: int, noise_model: dp.NoiseModel) -> dp.Physics:
-    factor = int(physics.factor)
     fine_filter = physics.filter
     if fine_filter is None:  # bare decimation: a delta, shifted on the coarse grids
         fine_filter = torch.ones((1, 1, 1, 1), device=_device(physics))
-    img_size = None if physics.imsize is None else _image_size(physics, "imsize", level)
-    return dp.Downsampling(
-        img_size=img_size,
-        filter=downsampling_filter(fine_filter, factor, level),
-        factor=factor,
-        padding=physics.padding,
-        noise_model=noise_model,
-        device=_device(physics),
-    )
-
-
-@register_coarsening(dp.Blur, operator="keep")
-def _blur_kept(physics: dp.Blur, level: int, noise_model: dp.NoiseModel) -> dp.Physics:
-    return dp.Blur(
-        filter=physics.filter.clone(),
-        padding=physics.padding,
-        use_fft=physics.use_fft,
-        noise_model=noise_model,
-        device=_device(physics),
-    )
-
-
-@register_coarsening(dp.BlurFFT, operator="keep")
-def _blur_fft_kept(physics: dp.BlurFFT, level: int, noise_model: dp.NoiseModel) -> dp.Physics:
-    return dp.BlurFFT(
-        img_size=_image_size(physics, "img_size", level),
-        filter=physics.filter.clone(),
-        noise_model=noise_model,
-        device=_device(physics),
-    )
-
-
-@register_coarsening(dp.Inpainting, operator="keep")
-def _inpainting_kept(physics: dp.Inpainting, level: int, noise_model: dp.NoiseModel) -> dp.Physics:
-    # A window of the level's size from the fine mask: the same holes per pixel (block size and density).
-    mask = physics.mask
-    if mask.dim() == len(physics.img_size):
-        mask = mask[None]
-    img_size = _image_size(physics, "img_size", level)
-    window = mask[(..., *(slice(0, s) for s in img_size[1:]))]
-    return dp.Inpainting(img_size=img_size, mask=window.clone(), noise_model=noise_model, device=_device(physics))
+    return _downsampling_with(physics, level, downsampling_filter(fine_filter, int(physics.factor), level), noise_model)
 
 
 @register_coarsening(dp.Downsampling, operator="keep")
 def _downsampling_kept(physics: dp.Downsampling, level: int, noise_model: dp.NoiseModel) -> dp.Physics:
-    img_size = None if physics.imsize is None else _image_size(physics, "imsize", level)
-    return dp.Downsampling(
-        img_size=img_size,
-        filter=None if physics.filter is None else physics.filter.clone(),
-        factor=int(physics.factor),
-        padding=physics.padding,
-        noise_model=noise_model,
-        device=_device(physics),
-    )
+    kernel = None if physics.filter is None else physics.filter.clone()
+    return _downsampling_with(physics, level, kernel, noise_model)
 
 
 MeasurementRestriction = Callable[[dp.Physics, torch.Tensor, int], torch.Tensor]
