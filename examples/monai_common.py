@@ -18,7 +18,9 @@ from monai.metrics import PSNRMetric, SSIMMetric
 from monai.utils import set_determinism
 
 from mge_plugins import build_strategy
+from mge_plugins.cli_args import budget_value
 from mge_plugins.cost import step_work_units
+from mge_plugins.host_step import DEFAULT_BUDGET
 
 
 def parse_args(
@@ -43,6 +45,14 @@ def parse_args(
     parser.add_argument("--batch-size", type=positive_int, default=batch_size, metavar="N", help="loaded batch")
     parser.add_argument(
         "--data", type=Path, metavar="DIR", help="folder of input files (default: bundled or synthetic data)"
+    )
+    parser.add_argument(
+        "--budget",
+        type=budget_value,
+        default=DEFAULT_BUDGET,
+        metavar="B",
+        help="what a coarse-to-fine run spends: steps (the iterations above, each cheaper), compute (the "
+        "single-scale run's compute: more iterations) or a fraction of that compute, e.g. 0.33",
     )
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument(
@@ -146,6 +156,7 @@ def train_and_report(args, name: str, network, train_set, test_batch: dict, loss
         loss_function=loss or torch.nn.MSELoss(),
         strategy=args.strategy,
         levels=args.levels,
+        budget=args.budget,
     )
     attach_progress(trainer, f"{name} {args.task} {args.strategy}")
     tracking = get_track_meta()

@@ -10,6 +10,7 @@ import torch
 from mge_plugins.batching import batch_size_of
 from mge_plugins.cli_args import budget_value
 from mge_plugins.cost import measure_level_flops
+from mge_plugins.host_step import DEFAULT_BUDGET
 
 __all__ = ["add_swap_options", "build_trainer", "fine_flops", "swap_summary"]
 
@@ -19,7 +20,10 @@ def add_swap_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trainer", choices=("stock", "multiscale"), default="multiscale", help="which trainer")
     parser.add_argument("--strategy", default="full-multiscale", help="MultiscaleTrainer's strategy")
     parser.add_argument(
-        "--budget", type=budget_value, default="steps", help="MultiscaleTrainer's budget: steps, compute or a fraction"
+        "--budget",
+        type=budget_value,
+        default=DEFAULT_BUDGET,
+        help="MultiscaleTrainer's budget: fraction, compute or steps",
     )
     parser.add_argument("--fused", action="store_true", help="MultiscaleTrainer(fused=True)")
     parser.add_argument(

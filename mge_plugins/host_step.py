@@ -41,6 +41,7 @@ from .nonfinite import NonFiniteError, NonFinitePolicy
 from .strategies import StepPlan, Strategy, StrategyOptions, get_strategy
 
 __all__ = [
+    "DEFAULT_BUDGET",
     "HOST_OPTIONS",
     "MultiscaleStep",
     "StepOutcome",
@@ -383,6 +384,15 @@ def _mean_loss(per_sample: IndexLoss) -> IndexLoss:
 
     return level_loss
 
+
+DEFAULT_BUDGET: float = 0.33
+"""The hosts' default ``budget``: a third of the single-scale compute of the user's epochs.
+
+Chosen by measurement: at this share Full-Multiscale ended at or above single-scale's PSNR on each
+of the four bundled ``mge-train`` tasks for each of three seeds, at 3.03x fewer FLOPs, where the
+user's own number of steps (``"steps"``, 5.75x fewer) stayed 0.1 to 1.1 dB below
+(``scripts/budget_seeds.py``; BENCHMARKS.md, "The default budget").
+"""
 
 HOST_OPTIONS: dict[str, str] = {
     "levels": "levels",

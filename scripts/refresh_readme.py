@@ -1,22 +1,25 @@
-"""Rewrite the README's ``mge-train`` table from the runs' ``summary.csv`` files.
+"""Rewrite the ``mge-train`` tables of README.md and BENCHMARKS.md from the runs' ``summary.csv`` files.
 
-The table sits between ``<!-- mge-train:table -->`` and ``<!-- /mge-train:table -->``. Its
-figures come from ``docs/figures/mge_train.json``, which this script writes from the
-``summary.csv`` of each task run with ``mge-train TASK --out DIR`` (the latest run of each task);
-``tests/test_readme.py`` checks that the table equals what the JSON gives, so it cannot go stale.
-``--name NAME`` keeps another table: markers ``<!-- mge-train:NAME -->``, figures in
+The README's main table sits between ``<!-- mge-train:table -->`` and ``<!-- /mge-train:table -->``:
+the bundled tasks at ``mge-train``'s defaults. Its figures come from ``docs/figures/mge_train.json``,
+which this script writes from the ``summary.csv`` of each task run with ``mge-train TASK --out DIR``
+(the latest run of each task); ``tests/test_readme.py`` checks that every such block, in either
+document, equals what its JSON gives, so it cannot go stale. ``--name NAME`` keeps another table:
+markers ``<!-- mge-train:NAME -->`` in README.md or BENCHMARKS.md, figures in
 ``docs/figures/mge_train_NAME.json``.
 
     for t in denoise deblur inpaint sr; do mge-train $t --out results/readme; done
     python scripts/refresh_readme.py results/readme
+    for t in denoise deblur inpaint sr; do mge-train $t --budget steps --out results/steps; done
+    python scripts/refresh_readme.py results/steps --name steps
     for t in denoise deblur inpaint sr; do mge-train $t --budget 0.35 --out results/budget; done
     python scripts/refresh_readme.py results/budget --name budget
 
 ``--update`` replaces only the tasks found under the folder and keeps the others' figures
 (the folder of each updated task is recorded under ``"updated"``). ``--operator-table FILE``
 writes the comparison of the two coarse operators into FILE's ``operator`` block, from the
-tables' figures and those kept from the restricted-operator runs
-(``docs/figures/mge_train*_restricted_operator.json``).
+``steps`` and ``budget`` tables' figures and those kept from the restricted-operator runs
+(``docs/figures/mge_train_*_restricted_operator.json``).
 
     python scripts/refresh_readme.py --operator-table BENCHMARKS.md
 """
@@ -33,10 +36,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from doc_blocks import replace_block
+from doc_blocks import markers, replace_block
 
 ROOT = Path(__file__).resolve().parents[1]
 JSON = ROOT / "docs" / "figures" / "mge_train.json"
+DOCUMENTS = (ROOT / "README.md", ROOT / "BENCHMARKS.md")
 TASKS = {
     "denoise": "denoise (σ = 0.1)",
     "deblur": "deblur (Gaussian σ = 1.5 px)",
@@ -101,7 +105,7 @@ def operator_table() -> str:
         "| kept − single (dB) | FLOP saving |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]
-    for name, budget in (("table", "steps"), ("budget", "0.35")):
+    for name, budget in (("steps", "steps"), ("budget", "0.35")):
         kept_path = json_path(name)
         kept = json.loads(kept_path.read_text())
         restricted = json.loads(kept_path.with_name(f"{kept_path.stem}_restricted_operator.json").read_text())
@@ -115,6 +119,19 @@ def operator_table() -> str:
                 f"| {task} | {budget} | {single:.2f} | {before:.2f} | {fms:.2f} | {fms - single:+.2f} | {saving:.2f}× |"
             )
     return "\n".join(lines) + "\n"
+
+
+def document(name: str) -> Path:
+    """README.md or BENCHMARKS.md, whichever holds the markers of table ``name``.
+
+    Raises:
+        SystemExit: when neither does, naming the markers.
+    """
+    start, _ = markers("mge-train", name)
+    for path in DOCUMENTS:
+        if start in path.read_text():
+            return path
+    raise SystemExit(f"neither README.md nor BENCHMARKS.md has a {start} block; add its two markers where it goes")
 
 
 def main() -> None:
@@ -143,7 +160,7 @@ def main() -> None:
         data = kept
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=1) + "\n")
-    replace_block(ROOT / "README.md", "mge-train", args.name, table(data))
+    replace_block(document(args.name), "mge-train", args.name, table(data))
     print(table(data))
 
 

@@ -12,12 +12,17 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def report_module():
-    spec = importlib.util.spec_from_file_location("fms_report", ROOT / "scripts" / "fms_report.py")
+def script_module(name: str):
+    """``scripts/{name}.py``, imported."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     assert spec.loader is not None
     spec.loader.exec_module(module)
     return module
+
+
+def report_module():
+    return script_module("fms_report")
 
 
 def test_study_blocks_equal_the_reports_of_their_committed_results() -> None:
@@ -179,3 +184,28 @@ def test_the_coarse_operator_block_is_what_the_committed_runs_give() -> None:
     document = (ROOT / "BENCHMARKS.md").read_text()
     block = document.split("<!-- mge-train-operator -->\n", 1)[1].split("<!-- /mge-train-operator -->", 1)[0]
     assert block == module.operator_table(), "stale: python scripts/refresh_readme.py --operator-table BENCHMARKS.md"
+
+
+def test_the_default_budget_block_equals_its_saved_runs() -> None:
+    module = script_module("budget_seeds")
+    document = (ROOT / "BENCHMARKS.md").read_text()
+    (text,) = re.findall(r"<!-- budget-seeds -->\n(.*?)<!-- /budget-seeds -->", document, re.S)
+    rows = [json.loads(line) for line in (ROOT / "docs" / "figures" / "budget_seeds.jsonl").read_text().splitlines()]
+    assert {(r["task"], r["seed"]) for r in rows if r["strategy"] == "single"} >= {
+        (task, seed) for task in module.TASKS for seed in range(5)
+    }
+    assert text == module.markdown(rows), (
+        "stale: python scripts/budget_seeds.py --render docs/figures/budget_seeds.jsonl --into BENCHMARKS.md"
+    )
+
+
+def test_the_default_budget_table_pairs_each_run_with_its_own_seeds_single_scale_run() -> None:
+    def row(seed: int, strategy: str, psnr: float, budget: str = "0.33") -> dict:
+        flops = 3.0 if strategy == "single" else 1.0
+        return {"task": "sr", "seed": seed, "budget": budget, "strategy": strategy, "psnr": psnr, "flops": flops}
+
+    rows = [row(0, "single", 30.0), row(0, "full-multiscale", 30.5), row(1, "single", 28.0)]
+    rows += [row(1, "full-multiscale", 27.9), row(2, "full-multiscale", 40.0)]  # seed 2: no single run, left out
+    rows += [row(1, "full-multiscale", 28.2)]  # measured again: the last row counts
+    (line,) = [x for x in script_module("budget_seeds").markdown(rows).splitlines() if x.startswith("| sr ")]
+    assert line == "| sr | 0.33 | 2 | 29.00 | 29.35 | +0.50, +0.20 | +0.35 | 3.00\N{MULTIPLICATION SIGN} |"

@@ -132,7 +132,8 @@ def test_deepinv_demo_with_the_class_swapped_counts_the_stock_trainers_flops(tmp
         monkeypatch,
     )  # fmt: skip
     swapped = _run_demo(
-        "deepinv_demo_training.py", ["--epochs", "1", "--json", str(tmp_path / "m.json")], monkeypatch
+        "deepinv_demo_training.py", ["--epochs", "1", "--budget", "steps", "--json", str(tmp_path / "m.json")],
+        monkeypatch,
     )  # fmt: skip
     assert stock["steps"] == swapped["steps"] == 40  # 40 training images, batch 1, one epoch
     assert swapped["baseline_flops"] == pytest.approx(stock["flops"], rel=1e-9)  # one way of counting

@@ -28,7 +28,8 @@ def test_readme_python_snippets_run(tmp_path: Path, monkeypatch, capsys) -> None
     fused = namespace["fused_stats"]  # the fused-passes snippet: 2 + 4/4 + 8/16 fine-sample units
     assert fused.batch_sizes == (2, 4, 8) and fused.cost.work_units == 3.5
     trainer = namespace["trainer"]  # the MONAI snippet, the last to define `trainer`
-    assert trainer.cost.steps == 4
+    # The default budget: more, cheaper iterations than the 2 epochs of 2, in whole epochs.
+    assert trainer.cost.steps == trainer.multiscale.built_strategy.total_steps == 2 * trainer.state.max_epochs > 4
     _check_tensorboard_scalars(tmp_path / "runs", trainer)
     # The MRI snippet: MCLoss + EILoss, as tests/deepinv/test_mri.py trains them online and offline.
     mri = namespace["mri_trainer"]
@@ -86,14 +87,17 @@ def test_the_mge_train_table_is_what_its_committed_runs_give() -> None:
     module = importlib.util.module_from_spec(spec)
     assert spec.loader is not None
     spec.loader.exec_module(module)
-    text = README.read_text()
-    names = re.findall(r"<!-- mge-train:(\w+) -->", text)
-    assert "table" in names
-    for name in names:
-        data = json.loads(module.json_path(name).read_text())
-        assert set(data["tasks"]) == set(module.TASKS)
-        start, end = sys.modules["doc_blocks"].markers("mge-train", name)
-        block = text.split(start, 1)[1].split(end, 1)[0]
-        assert block == "\n" + module.table(data), (
-            f"stale: rerun the runs and python scripts/refresh_readme.py DIR --name {name}"
-        )
+    found = []
+    for document in module.DOCUMENTS:  # README.md and BENCHMARKS.md
+        text = document.read_text()
+        for name in re.findall(r"<!-- mge-train:(\w+) -->", text):
+            found.append(name)
+            assert module.document(name) == document
+            data = json.loads(module.json_path(name).read_text())
+            assert set(data["tasks"]) == set(module.TASKS)
+            start, end = sys.modules["doc_blocks"].markers("mge-train", name)
+            block = text.split(start, 1)[1].split(end, 1)[0]
+            assert block == "\n" + module.table(data), (
+                f"stale: rerun the runs and python scripts/refresh_readme.py DIR --name {name}"
+            )
+    assert {"table", "steps", "budget"} <= set(found) and len(found) == len(set(found))

@@ -169,6 +169,7 @@ def train_run(
             verbose=False, show_progress_bar=False, compute_train_metrics=False,
             non_blocking_transfers=torch.device(settings.device).type == "cuda",
             strategy="single" if strategy == "single+rrc" else strategy, levels=settings.levels,
+            budget="steps",  # the benchmark plans each run's steps for its FLOP budget itself
         )  # fmt: skip
         trainer.eval_seed = settings.seed + 1
         trainer.on_step = on_step

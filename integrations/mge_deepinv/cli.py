@@ -33,6 +33,7 @@ from mge_plugins.cli_args import (
 )
 from mge_plugins.cost import step_work_units
 from mge_plugins.diagnostics import LoadMonitor
+from mge_plugins.host_step import DEFAULT_BUDGET
 
 from .data import (
     IMAGE_SUFFIXES,
@@ -192,10 +193,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--budget",
         type=budget_value,
-        default="steps",
+        default=DEFAULT_BUDGET,
         metavar="B",
-        help="what the multiscale run spends: 'steps' (as many steps as --steps, each cheaper), 'compute' "
-        "(the single-scale run's compute: more steps), or a fraction of that compute, e.g. 0.35",
+        help="what the multiscale run spends: a fraction of the single-scale run's compute (more, cheaper "
+        "steps), 'compute' (all of it) or 'steps' (as many steps as --steps, each cheaper)",
     )
     parser.add_argument(
         "--fused",

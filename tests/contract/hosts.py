@@ -144,7 +144,8 @@ class DeepinvHost(Host):
             warnings.simplefilter("ignore", DeprecationWarning)
             trainer = cls(
                 model=wrapped, physics=dinv.physics.Denoising(dinv.physics.GaussianNoise(NOISE)),
-                optimizer=torch.optim.SGD(wrapped.parameters(), lr=lr), train_dataloader=loader, epochs=1,
+                optimizer=torch.optim.SGD(wrapped.parameters(), lr=lr), train_dataloader=loader,
+                epochs=options.pop("epochs", 1),
                 online_measurements=False, save_path=None, verbose=False, show_progress_bar=False, device="cpu",
                 non_blocking_transfers=False,
                 **options,
@@ -156,6 +157,7 @@ class DeepinvHost(Host):
         from mge_deepinv import MultiscaleTrainer
 
         options.setdefault("coarse_mode", "restrict")  # offline pairs: restriction of x and y, said explicitly
+        options.setdefault("budget", "steps")  # the contract counts steps: the run's own, unless a test sets a budget
         trainer = self._run(MultiscaleTrainer, model, images, batch_size, lr, **options)
         return Result(_weights(model), trainer.cost.steps, trainer.built_strategy)
 
@@ -176,7 +178,8 @@ class MonaiHost(Host):
 
         data = [{"image": y, "label": x} for y, x in zip(noisy(images), images)]
         trainer = cls(
-            device="cpu", max_epochs=1, train_data_loader=DataLoader(Dataset(data), batch_size=batch_size),
+            device="cpu", max_epochs=options.pop("epochs", 1),
+            train_data_loader=DataLoader(Dataset(data), batch_size=batch_size),
             network=model, optimizer=torch.optim.SGD(model.parameters(), lr=lr), loss_function=nn.MSELoss(),
             **options,
         )  # fmt: skip
@@ -188,6 +191,7 @@ class MonaiHost(Host):
     def train(self, model, images, *, batch_size=8, lr=0.05, **options) -> Result:
         from mge_monai import MultiscaleSupervisedTrainer
 
+        options.setdefault("budget", "steps")  # as the deepinv host: the contract counts the run's own steps
         trainer = self._run(MultiscaleSupervisedTrainer, model, images, batch_size, lr, **options)
         return Result(_weights(model), trainer.cost.steps, trainer.multiscale.built_strategy)
 

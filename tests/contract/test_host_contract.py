@@ -13,6 +13,9 @@ pytest.importorskip("deepinv")
 pytest.importorskip("monai")
 pytest.importorskip("ignite")
 
+from mge_plugins.cost import step_work_units
+from mge_plugins.host_step import DEFAULT_BUDGET
+
 from .hosts import HOSTS, NeedsEightPixels, clean_images, conv_net
 
 hosts = pytest.mark.parametrize("host", list(HOSTS))
@@ -142,10 +145,32 @@ def test_adaptive_full_multiscale_replans_inside_the_fine_stage(host: str) -> No
 
 
 @pytest.mark.parametrize("host", ["deepinv", "monai"])
-def test_the_compute_budget_runs_longer_for_the_single_scale_work(host: str, capsys) -> None:
-    result = HOSTS[host].train(conv_net(), clean_images(n=16), strategy="full-multiscale", levels=1, budget="compute")
+@pytest.mark.parametrize("budget", ["compute", DEFAULT_BUDGET])
+def test_a_compute_budget_runs_more_cheaper_steps_within_its_share_of_the_single_scale_work(
+    host: str, budget: str | float, capsys
+) -> None:
+    # 8 epochs of 2 single-scale steps of 8 samples: the budget is a share of 16 such steps.
+    result = HOSTS[host].train(
+        conv_net(), clean_images(n=16), strategy="full-multiscale", levels=1, budget=budget, epochs=8
+    )
     total = result.strategy.total_steps
-    assert total > 2  # 2 single-scale steps of 8 pay for `total` cheaper ones
-    # deepinv stops after exactly `total` steps; MONAI runs whole epochs of 2 (the rest at the finest stage).
-    assert result.steps == (total if host == "deepinv" else 2 * -(-total // 2))
-    assert f"budget='compute': full-multiscale runs {total}" in capsys.readouterr().out
+    plans = [result.strategy.plan(t) for t in range(total)]
+    work = sum(step_work_units(p.batch_sizes, base_level=p.level, spatial_dims=2) for p in plans)
+    share = 1.0 if budget == "compute" else budget
+    step = max(p.batch_sizes[0] for p in plans) * 1.5  # the work of one step, at most
+    assert result.steps == total and total != 16  # more, or fewer, cheaper steps than the planned 16
+    if host == "deepinv":  # stops after exactly `total` steps: the share, to within one step
+        assert abs(work - share * 16 * 8) <= step
+    else:  # ignite ends runs between epochs (of 2 steps): whole epochs, no more than one step over the share
+        assert total % 2 == 0 and share * 16 * 8 - 3 * step <= work <= share * 16 * 8 + step
+    assert f"budget={budget!r}: full-multiscale runs {total}" in capsys.readouterr().out
+
+
+def test_both_hosts_default_to_the_measured_budget() -> None:
+    import inspect
+
+    from mge_deepinv import MultiscaleTrainer
+    from mge_monai import MultiscaleIteration
+
+    assert MultiscaleTrainer.budget == DEFAULT_BUDGET == 0.33
+    assert inspect.signature(MultiscaleIteration).parameters["budget"].default == DEFAULT_BUDGET

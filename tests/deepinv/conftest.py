@@ -6,6 +6,7 @@ import pytest
 import torch
 
 dinv = pytest.importorskip("deepinv")
+from mge_deepinv import MultiscaleTrainer  # noqa: E402
 
 
 class CleanImages(torch.utils.data.Dataset):
@@ -52,6 +53,8 @@ def make_trainer(cls, *, images=None, physics=None, batch_size=16, epochs=2, lr=
         epochs=epochs, online_measurements=True, save_path=None, verbose=False, show_progress_bar=False,
         device="cpu", metrics=dinv.metric.PSNR(),
     )  # fmt: skip
+    if issubclass(cls, MultiscaleTrainer):
+        defaults["budget"] = "steps"  # these tests count steps: the run's own, unless a test sets a budget
     defaults.update(kwargs)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

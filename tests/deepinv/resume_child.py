@@ -48,7 +48,7 @@ def main() -> None:
             model=model, physics=physics, optimizer=torch.optim.Adam(model.parameters(), lr=1e-3),
             train_dataloader=loader, epochs=EPOCHS, online_measurements=True, save_path=args.save_dir,
             ckp_interval=1, ckpt_pretrained=args.ckpt, verbose=False, show_progress_bar=False, device="cpu",
-            strategy="full-multiscale", levels=2,
+            strategy="full-multiscale", levels=2, budget="steps",
         )  # fmt: skip
         trainer.delay = args.delay
         trainer.train()

@@ -21,7 +21,7 @@ from mge_deepinv.tasks import TASKS
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[2]
-TINY = ["--steps", "8", "--evals", "2", "--size", "32", "--batch-size", "16"]
+TINY = ["--steps", "8", "--evals", "2", "--size", "32", "--batch-size", "16", "--budget", "steps"]  # counted steps
 
 
 def _run(argv: list[str], out: Path) -> tuple[str, str]:
@@ -75,6 +75,23 @@ def test_mge_train_writes_table_logs_figure_and_checkpoints(denoise_run) -> None
     assert ("do not measure the method" in report) != ("the seconds are a measurement" in report)
     assert (run / "single" / "ckp_best.pth.tar").is_file() and (run / "full-multiscale" / "ckp_best.pth.tar").is_file()
     assert f"wrote {run}/" in denoise_run.printed
+
+
+def test_the_default_budget_spends_a_third_of_the_single_scale_compute_and_evaluates_the_last_step(
+    tmp_path: Path,
+) -> None:
+    from mge_plugins.host_step import DEFAULT_BUDGET
+
+    printed, _ = _run(["denoise", *TINY[:-2], "--steps", "40"], tmp_path)  # no --budget: the default
+    (run,) = (tmp_path / "denoise").iterdir()
+    rows = _rows(run)
+    fms, single = rows["full-multiscale"], rows["single"]
+    assert int(single["steps"]) == 40 and int(fms["steps"]) > 40  # more, cheaper steps
+    assert float(fms["flops"]) / float(single["flops"]) == pytest.approx(DEFAULT_BUDGET, rel=0.05)
+    assert f"budget={DEFAULT_BUDGET!r}: full-multiscale runs {fms['steps']} steps" in printed
+    history = [h for h in csv.DictReader(open(run / "history.csv")) if h["strategy"] == "full-multiscale"]
+    assert int(history[-1]["step"]) == int(fms["steps"])  # the budget ends inside an epoch: evaluated there too
+    assert float(history[-1]["PSNR"]) == pytest.approx(float(fms["psnr"]), abs=1e-3)
 
 
 def test_super_resolution_runs(tmp_path: Path) -> None:

@@ -121,6 +121,7 @@ def test_deepinv_trainer_on_ddp_reduces_once_per_step_and_sets_sampler_epochs(gr
         metrics=[],
         save_path=None,
         levels=2,
+        budget="steps",  # counts the run's own steps
         device="cpu",
         verbose=False,
     )
@@ -145,6 +146,7 @@ def test_monai_iteration_on_ddp_reduces_once_per_step(group) -> None:
         optimizer=w.optimizer_for(ddp),
         loss_function=nn.MSELoss(),
         levels=2,
+        budget="steps",  # counts the run's own steps
     )
     from ignite.engine import Events
 

@@ -45,6 +45,8 @@ def make(cls, *, dims=2, epochs=2, lr=1e-3, optimizer="adam", data=None, batch_s
     model = model or network(dims)
     opt = (torch.optim.Adam if optimizer == "adam" else torch.optim.SGD)(model.parameters(), lr=lr)
     loader = DataLoader(Dataset(data or samples(dims)), batch_size=batch_size, shuffle=False)
+    if issubclass(cls, MultiscaleSupervisedTrainer):
+        kwargs.setdefault("budget", "steps")  # these tests count iterations: the run's own, unless one sets a budget
     return cls(
         device="cpu", max_epochs=epochs, train_data_loader=loader, network=model, optimizer=opt,
         loss_function=torch.nn.MSELoss(), **kwargs,

@@ -98,7 +98,7 @@ def test_fused_noise_of_a_coarse_stage_is_drawn_there_with_the_law_of_restricted
         device="cpu", max_epochs=1, epoch_length=5, train_data_loader=DataLoader(data, batch_size=16), network=spy,
         optimizer=torch.optim.Adam(model.parameters(), 1e-3), loss_function=torch.nn.MSELoss(reduction="none"),
         strategy="full-multiscale", levels=2, iterations=7, noise_sigma=0.1, keep_noise_std=keep, fused=True,
-        size_multiple=1,
+        size_multiple=1, budget="steps",
     )  # fmt: skip
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

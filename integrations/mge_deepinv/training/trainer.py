@@ -28,7 +28,13 @@ from mge_plugins.checkpoint import (
 from mge_plugins.checks import check_batch_rank, check_dataset_length, warn_batchnorm
 from mge_plugins.distributed import is_main_process, set_loader_epoch
 from mge_plugins.estimator import per_sample_mean
-from mge_plugins.host_step import MultiscaleStep, check_resumed_strategy, host_options, validate_host_options
+from mge_plugins.host_step import (
+    DEFAULT_BUDGET,
+    MultiscaleStep,
+    check_resumed_strategy,
+    host_options,
+    validate_host_options,
+)
 from mge_plugins.scalars import step_scalars
 from mge_plugins.strategies import STAGED_STRATEGIES, fit_levels, refit_options, warn_fitted_levels
 
@@ -117,11 +123,14 @@ class MultiscaleTrainer(Trainer):
         (:class:`mge_plugins.allocation.AdaptiveMGEStrategy`,
         :class:`mge_plugins.allocation.AdaptiveFullMultiscaleStrategy`).
     :param int reestimate_every: steps between measurements of the adaptive allocation.
-    :param str, float budget: ``"steps"`` (default): Full-Multiscale and progressive resizing run
-        the iterations of your epochs, each cheaper than a single-scale one; ``"compute"``: they run
-        as many more iterations as the single-scale compute of your epochs pays for (the epochs are
-        extended, and a line says so), for the best quality at the same cost; a fraction ``f > 0``:
-        the iterations that ``f`` times that compute pays for.
+    :param str, float budget: what Full-Multiscale and progressive resizing spend, against the
+        single-scale compute of your epochs. A fraction ``f > 0``: the iterations that ``f`` times
+        that compute pays for (the epochs are extended, your learning-rate schedule stretched with
+        them, and a line says so); the default, ``0.33``, is the share at which the bundled tasks
+        kept single-scale's quality over three seeds, at 3x fewer FLOPs (BENCHMARKS.md, "The default
+        budget"). ``"compute"``: the whole single-scale compute, for the best quality at the same
+        cost. ``"steps"``: the iterations of your epochs, each cheaper than a single-scale one
+        (5 to 6x fewer FLOPs with 2 levels, and a worse model on short runs).
     :param int, None eval_seed: draw the measurement noise of every evaluation from this seed, in a
         forked random stream, and the parameters of a ``physics_generator`` (random masks, filters) from
         a stream of each generator's own seeded by it at the start of every evaluation, so evaluations
@@ -158,7 +167,7 @@ class MultiscaleTrainer(Trainer):
     allow_strategy_change: bool = False
     allocation: str = "fixed"
     reestimate_every: int = 100
-    budget: str = "steps"
+    budget: str | float = DEFAULT_BUDGET
     eval_seed: int | None = None
     fused: bool = False
 
@@ -181,6 +190,7 @@ class MultiscaleTrainer(Trainer):
         self.history: list[dict[str, Any]] = []
         self.last_step_scalars: dict[str, int | float] = {}
         self._eval_streams: dict[int, torch.Tensor] = {}
+        self._cut_step: int | None = None  # the budget's last step, when it falls inside an epoch
 
     # --- setup -----------------------------------------------------------------------------
 
@@ -296,11 +306,13 @@ class MultiscaleTrainer(Trainer):
         """With a compute ``budget``, run the epochs (and steps) the strategy's schedule needs."""
         total = strategy.total_steps
         planned = self._total_iterations()
-        if self.budget == "steps" or total is None or total == planned:
+        per_stage = isinstance(self.iterations, (list, tuple))  # a budget does not change given stage lengths
+        if self.budget == "steps" or per_stage or total is None or total == planned:
             return
         batches = min(len(loader) - loader.drop_last for loader in self.train_dataloader)
         epochs = self.epoch_start + -(-total // batches)
         self.max_batch_steps = total - 1  # deepinv runs max_batch_steps + 1 steps: exactly the schedule
+        self._cut_step = total - 1 if total % batches else None  # deepinv would stop there without evaluating
         print(
             f"budget={self.budget!r}: {strategy.name} runs {total} steps ({epochs} epochs instead of {self.epochs}) "
             f"for the compute budget of {planned} single-scale steps"
@@ -385,6 +397,39 @@ class MultiscaleTrainer(Trainer):
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
             self.train_seconds += time.perf_counter() - start
+            if train_ite is not None and train_ite == self._cut_step and self.eval_dataloader:
+                self._evaluate_cut_epoch(epoch, progress_bar, train_ite)
+
+    def _evaluate_cut_epoch(self, epoch: int, progress_bar, train_ite: int) -> None:
+        """The end-of-epoch bookkeeping and evaluation deepinv skips when a budget ends the run inside an epoch.
+
+        ``deepinv.Trainer.train`` evaluates (and saves the best model) after the last batch of an
+        epoch only; a budget whose steps are not a whole number of epochs stops at
+        ``max_batch_steps`` before it, so the trained network would never be evaluated, and
+        :attr:`history`, the curves and ``ckp_best`` would end one evaluation early. This runs that
+        evaluation as deepinv runs it at an epoch's end.
+
+        :param int epoch: the (last) epoch.
+        :param progress_bar: the training step's progress bar.
+        :param int train_ite: the global iteration of the last training step.
+        """
+        if not self.log_train_batch:  # deepinv stores the epoch's training losses at its last batch
+            for idx, loss in enumerate(self.losses):
+                self.loss_history[loss.__class__.__name__].append(self.logs_losses_train[idx].avg)
+        self.current_eval_iterators = [iter(loader) for loader in self.eval_dataloader]
+        batches = min(len(loader) - loader.drop_last for loader in self.eval_dataloader)
+        for j in range(batches):
+            self.step(epoch, progress_bar, train_ite=train_ite, train=False, last_batch=j == batches - 1,
+                      update_progress_bar=False)  # fmt: skip
+        if self.compute_eval_losses:
+            for idx, loss in enumerate(self.losses):
+                self.eval_loss_history[loss.__class__.__name__].append(self.logs_losses_eval[idx].avg)
+        if self.compute_train_metrics:
+            for idx, metric in enumerate(self.metrics):
+                self.train_metrics_history[metric.__class__.__name__].append(self.logs_metrics_train[idx].avg)
+        for idx, metric in enumerate(self.metrics):
+            self.eval_metrics_history[metric.__class__.__name__].append(self.logs_metrics_eval[idx].avg)
+        self.save_best_model(epoch, train_ite)
 
     def reset_metrics(self) -> None:
         """Deepinv's reset; at the start of a training epoch, also ``set_epoch`` on the train samplers.

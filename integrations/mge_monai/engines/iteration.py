@@ -15,7 +15,13 @@ from mge_plugins import CostMeter, Strategy, build_strategy, restrict, restricte
 from mge_plugins.batching import slice_batch
 from mge_plugins.checks import check_batch_rank, check_dataset_length, check_network, warn_batchnorm
 from mge_plugins.estimator import per_sample_mean
-from mge_plugins.host_step import MultiscaleStep, check_resumed_strategy, host_options, validate_host_options
+from mge_plugins.host_step import (
+    DEFAULT_BUDGET,
+    MultiscaleStep,
+    check_resumed_strategy,
+    host_options,
+    validate_host_options,
+)
 from mge_plugins.level_rules import LevelRule, check_level_rule, resolve_level_rule
 from mge_plugins.scalars import step_scalars
 from mge_plugins.strategies import STAGED_STRATEGIES, fit_levels, refit_options, warn_fitted_levels
@@ -114,10 +120,14 @@ class MultiscaleIteration:
             iterations from measured per-level
             gradient variances; the choices travel in ``engine.state.mge_allocation``.
         reestimate_every: iterations between measurements of the adaptive allocation.
-        budget: ``"steps"`` (default): coarse-to-fine strategies run the engine's iterations;
-            ``"compute"``: they run as many more as the single-scale compute of those iterations
-            pays for (``max_epochs`` is raised at the first iteration, and a line says so; the
-            last epoch is run whole, at the finest stage).
+        budget: what coarse-to-fine strategies spend, against the single-scale compute of the
+            engine's iterations. A fraction ``f > 0``: the whole epochs that ``f`` times that
+            compute pays for (``max_epochs`` is set at the first iteration, and a line says so);
+            the default, ``0.33``, is the share at which the bundled tasks kept single-scale's
+            quality (``mge_plugins.host_step.DEFAULT_BUDGET``). ``"compute"``: all of it.
+            ``"steps"``: the engine's iterations, each cheaper than a single-scale one. A schedule
+            whose length the engine cannot end between epochs is shortened to whole epochs (at
+            least one), so the run spends no more than its budget.
         allow_strategy_change: resume a checkpoint trained with another strategy (other name,
             levels, sizes or stages), to fine-tune from it; the cost record then starts again. By
             default such a resume is refused, naming both strategies (the strategy travels in
@@ -157,7 +167,7 @@ class MultiscaleIteration:
         allow_strategy_change: bool = False,
         allocation: str = "fixed",
         reestimate_every: int = 100,
-        budget: str = "steps",
+        budget: str | float = DEFAULT_BUDGET,
         fused: bool = False,
     ) -> None:
         self.fused = fused
@@ -297,8 +307,13 @@ class MultiscaleIteration:
         strategy = build_strategy(self.strategy, **options)
         total = strategy.total_steps
         planned = engine.state.max_epochs * engine.state.epoch_length
-        if self.budget != "steps" and total is not None and total != planned:
-            epochs = -(-total // engine.state.epoch_length)
+        per_stage = isinstance(self.iterations, (list, tuple))  # a budget does not change given stage lengths
+        if self.budget != "steps" and not per_stage and total is not None and total != planned:
+            epochs = max(1, total // engine.state.epoch_length)  # ignite ends runs between epochs
+            if epochs * engine.state.epoch_length != total:
+                options = {**options, "iterations": epochs * engine.state.epoch_length, "budget": "steps"}
+                strategy = build_strategy(self.strategy, **options)
+                total = strategy.total_steps
             print(
                 f"budget={self.budget!r}: {strategy.name} runs {total} iterations ({epochs} epochs instead of "
                 f"{engine.state.max_epochs}) for the compute budget of {iterations} single-scale iterations"
