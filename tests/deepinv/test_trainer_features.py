@@ -162,6 +162,24 @@ def test_a_compute_budget_stretches_the_cosine_schedule_and_warns_for_others(cap
         trainer.train()
 
 
+@pytest.mark.parametrize("log_train_batch", [False, True])
+def test_a_budget_that_ends_inside_an_epoch_is_evaluated_there_once(log_train_batch: bool, tmp_path) -> None:
+    eval_loader = torch.utils.data.DataLoader(CleanImages(smooth_images(8, 32, seed=3)), batch_size=8)
+    trainer = make_trainer(
+        MultiscaleTrainer, images=smooth_images(64, 32), batch_size=8, epochs=3, levels=1, budget=0.5,
+        eval_dataloader=eval_loader, log_train_batch=log_train_batch, save_path=str(tmp_path),
+    )  # fmt: skip
+    train(trainer)
+    total, batches = trainer.built_strategy.total_steps, 8
+    assert total % batches and trainer.cost.steps == total  # the budget's last step falls inside an epoch
+    steps = [record["step"] for record in trainer.history]
+    assert steps[-1] == total and len(steps) == len(set(steps))  # evaluated at the end, once
+    if log_train_batch:  # deepinv evaluates after every batch: once per step, the last one included
+        assert steps == list(range(1, total + 1))
+    else:  # one evaluation per epoch, the cut one included, as deepinv evaluates whole epochs
+        assert steps == [*range(batches, total, batches), total] and len(trainer.loss_history["SupLoss"]) == len(steps)
+
+
 @pytest.mark.parametrize(
     ("make_scheduler", "planned_end"),
     [

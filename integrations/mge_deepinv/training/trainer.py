@@ -413,7 +413,11 @@ class MultiscaleTrainer(Trainer):
         :param progress_bar: the training step's progress bar.
         :param int train_ite: the global iteration of the last training step.
         """
-        if not self.log_train_batch:  # deepinv stores the epoch's training losses at its last batch
+        if self.log_train_batch:  # deepinv evaluates every `eval_interval` batches then, and after this step
+            batches = min(len(loader) - loader.drop_last for loader in self.train_dataloader)
+            if (train_ite - epoch * batches) % self.eval_interval == 0:
+                return
+        else:  # deepinv stores the epoch's training losses at its last batch
             for idx, loss in enumerate(self.losses):
                 self.loss_history[loss.__class__.__name__].append(self.logs_losses_train[idx].avg)
         self.current_eval_iterators = [iter(loader) for loader in self.eval_dataloader]
