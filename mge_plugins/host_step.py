@@ -388,10 +388,10 @@ def _mean_loss(per_sample: IndexLoss) -> IndexLoss:
 DEFAULT_BUDGET: float = 0.33
 """The hosts' default ``budget``: a third of the single-scale compute of the user's epochs.
 
-Chosen by measurement: at this share Full-Multiscale ended at or above single-scale's PSNR on each
-of the four bundled ``mge-train`` tasks for each of three seeds, at 3.03x fewer FLOPs, where the
-user's own number of steps (``"steps"``, 5.75x fewer) stayed 0.1 to 1.1 dB below
-(``scripts/budget_seeds.py``; BENCHMARKS.md, "The default budget").
+Chosen by measurement: at this share, 3.03x fewer FLOPs, Full-Multiscale ended 0.18 to 0.74 dB
+above single-scale in the median of five seeds on each of the four bundled ``mge-train`` tasks,
+no run more than 0.10 dB below, where the user's own number of steps (``"steps"``, 5.75x fewer)
+stayed 0.15 to 1.08 dB below (``scripts/budget_seeds.py``; BENCHMARKS.md, "The default budget").
 """
 
 HOST_OPTIONS: dict[str, str] = {

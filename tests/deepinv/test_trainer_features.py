@@ -180,6 +180,24 @@ def test_a_budget_that_ends_inside_an_epoch_is_evaluated_there_once(log_train_ba
         assert steps == [*range(batches, total, batches), total] and len(trainer.loss_history["SupLoss"]) == len(steps)
 
 
+def test_a_budget_run_resumed_mid_way_ends_as_the_uninterrupted_one(tmp_path) -> None:
+    def run(**kwargs) -> MultiscaleTrainer:
+        trainer = make_trainer(MultiscaleTrainer, images=smooth_images(32, 32), batch_size=8, epochs=3, levels=1,
+                               budget=0.5, ckp_interval=1, **kwargs)  # fmt: skip
+        trainer.scheduler = torch.optim.lr_scheduler.StepLR(trainer.optimizer, step_size=2)
+        train(trainer)
+        return trainer
+
+    full = run()
+    run(save_path=str(tmp_path))
+    resumed = run(ckpt_pretrained=str(sorted(tmp_path.rglob("ckp_1.pth.tar"))[0]))
+    # The extended run is 5 epochs however it is started, and the restored StepLR is not stretched twice.
+    assert full.epochs == resumed.epochs == 5 and full.scheduler.step_size == resumed.scheduler.step_size == 3
+    assert resumed.cost.steps == full.cost.steps == full.built_strategy.total_steps
+    for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b)
+
+
 @pytest.mark.parametrize(
     ("make_scheduler", "planned_end"),
     [

@@ -127,7 +127,7 @@ class MultiscaleTrainer(Trainer):
         single-scale compute of your epochs. A fraction ``f > 0``: the iterations that ``f`` times
         that compute pays for (the epochs are extended, your learning-rate schedule stretched with
         them, and a line says so); the default, ``0.33``, is the share at which the bundled tasks
-        kept single-scale's quality over three seeds, at 3x fewer FLOPs (BENCHMARKS.md, "The default
+        kept single-scale's quality over five seeds, at 3x fewer FLOPs (BENCHMARKS.md, "The default
         budget"). ``"compute"``: the whole single-scale compute, for the best quality at the same
         cost. ``"steps"``: the iterations of your epochs, each cheaper than a single-scale one
         (5 to 6x fewer FLOPs with 2 levels, and a worse model on short runs).
@@ -310,14 +310,16 @@ class MultiscaleTrainer(Trainer):
         if self.budget == "steps" or per_stage or total is None or total == planned:
             return
         batches = min(len(loader) - loader.drop_last for loader in self.train_dataloader)
-        epochs = self.epoch_start + -(-total // batches)
+        epochs = -(-total // batches)  # epochs count from the run's start, as the strategy's steps do
         self.max_batch_steps = total - 1  # deepinv runs max_batch_steps + 1 steps: exactly the schedule
         self._cut_step = total - 1 if total % batches else None  # deepinv would stop there without evaluating
         print(
             f"budget={self.budget!r}: {strategy.name} runs {total} steps ({epochs} epochs instead of {self.epochs}) "
             f"for the compute budget of {planned} single-scale steps"
         )
-        self._stretch_schedule(self.epochs, epochs)
+        resumed = getattr(self, "_resumed_multiscale_state", None) or {}
+        if resumed.get("strategy") != strategy.describe():  # a resumed run's scheduler was stretched before saving
+            self._stretch_schedule(self.epochs, epochs)
         self.epochs = epochs
 
     def _stretch_schedule(self, before: int, after: int) -> None:
