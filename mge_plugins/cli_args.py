@@ -89,7 +89,7 @@ def budget_value(text: str) -> str | float:
         return positive_float(text)
     except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(
-            f"{text!r} is not a budget: use steps, compute, or a fraction of the single-scale compute such as 0.35"
+            f"{text!r} is not a budget: use steps, compute, or a fraction of the single-scale compute such as 0.33"
         ) from None
 
 

@@ -259,7 +259,7 @@ class StrategyOptions:
         ):
             raise ValueError(
                 f"unknown budget {self.budget!r}; use one of {', '.join(map(repr, BUDGETS))} or a fraction > 0 of "
-                "the single-scale compute (e.g. 0.35)"
+                "the single-scale compute (e.g. 0.33, the hosts' default)"
             )
         if self.allocation not in ALLOCATIONS:
             raise ValueError(f"unknown allocation {self.allocation!r}; use one of {', '.join(map(repr, ALLOCATIONS))}")
