@@ -152,7 +152,7 @@ def test_the_stock_swap_block_equals_its_saved_runs() -> None:
     spec.loader.exec_module(module)
     (text,) = re.findall(r"<!-- stock-swap -->\n(.*?)<!-- /stock-swap -->", (ROOT / "BENCHMARKS.md").read_text(), re.S)
     rows = [json.loads(line) for line in (ROOT / "docs" / "stock_swap.jsonl").read_text().splitlines() if line]
-    assert {(r["demo"], r["seed"]) for r in rows if r["trainer"] == "stock"} == {
+    assert {(r["demo"], r["seed"]) for r in rows if r["trainer"] == "stock"} >= {
         (demo, seed) for demo in module.DEMOS for seed in (0, 1, 2)
     }
     assert text == module.markdown(rows), (
