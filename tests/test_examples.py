@@ -40,12 +40,13 @@ def test_plain_pytorch_example_runs_and_reports_costs(tmp_path: Path) -> None:
     assert "\r" not in result.stderr and "full-multiscale: step 7/7, level 0" in result.stderr
 
 
-def test_monai_example_records_its_data_wait_and_runs_without_metadata(tmp_path: Path) -> None:
+@pytest.mark.parametrize("meta", [[], ["--track-meta"]])  # by default the random transforms run on plain tensors
+def test_monai_example_records_its_data_wait_with_or_without_metadata(meta: list[str], tmp_path: Path) -> None:
     pytest.importorskip("monai")
     pytest.importorskip("nibabel")
     cmd = [
         sys.executable, str(ROOT / "examples" / "monai_3d.py"), "--size", "16", "--batch-size", "4", "--epochs", "1",
-        "--iterations-per-epoch", "6", "--no-track-meta", "--out", str(tmp_path),
+        "--iterations-per-epoch", "6", *meta, "--out", str(tmp_path),
     ]  # fmt: skip
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT / "examples")
     assert result.returncode == 0, result.stderr[-2000:]
